@@ -1,0 +1,360 @@
+"""The ``host`` section: CPU, memory, load, uptime and process counts.
+
+Read from /proc by default, or through ``psutil`` when it is installed: both paths give the
+same keys, types and units, so a console cannot tell them apart. Each group of fields comes
+from one file; a file that fails nulls its fields and names them in ``field_errors`` (present
+only when something failed), and only when every file fails does the section fail.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import socket
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from tidectl.agents.probes.base import Probe, Section, describe_error
+from tidectl.agents.probes.fsread import read_optional, read_text
+
+#: The keys of a sample, in wire order.
+SAMPLE_FIELDS = (
+    "cpu_pct",
+    "cpu_count",
+    "load1",
+    "load5",
+    "load15",
+    "mem_total_bytes",
+    "mem_available_bytes",
+    "swap_total_bytes",
+    "swap_used_bytes",
+    "uptime_s",
+    "procs",
+    "procs_running",
+)
+
+_CHUNK = 1 << 16
+
+
+def read_all(path: str) -> bytes:
+    """Every byte of a /proc file. /proc/stat outgrows one 64 KiB read on big nodes (the
+    ``intr`` line holds one number per IRQ) and the fields we need come after it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while True:
+            data = os.read(fd, _CHUNK)
+            if not data:
+                break
+            parts.append(data)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
+def _after(data: bytes, key: bytes) -> Optional[bytes]:
+    """The rest of the line that starts with ``key`` (searched as ``\\n`` + key), or None."""
+    start = data.find(b"\n" + key)
+    if start < 0:
+        return None
+    start += len(key) + 1
+    end = data.find(b"\n", start)
+    return data[start:] if end < 0 else data[start:end]
+
+
+class ProcStat:
+    """What one read of /proc/stat gives: CPU times, online CPUs, running tasks, boot time."""
+
+    __slots__ = ("btime", "busy", "cpu_count", "procs_running", "total")
+
+    def __init__(self, data: bytes) -> None:
+        first = data[: data.find(b"\n")].split()
+        if not first or first[0] != b"cpu":
+            raise ValueError("/proc/stat does not start with the aggregate cpu line")
+        # user nice system idle iowait irq softirq steal: guest and guest_nice are already
+        # counted in user and nice, so they are left out of the total (as psutil and htop do).
+        ticks = [int(v) for v in first[1:9]]
+        self.total = sum(ticks)
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        self.busy = self.total - idle
+        self.cpu_count = data.count(b"\ncpu")
+        running = _after(data, b"procs_running ")
+        self.procs_running = int(running) if running is not None else None
+        btime = _after(data, b"btime ")
+        self.btime = int(btime) if btime is not None else None
+
+
+def meminfo_bytes(data: bytes, key: bytes) -> Optional[int]:
+    """One ``Key:  N kB`` value of /proc/meminfo, in bytes; None when the key is absent."""
+    rest = _after(b"\n" + data, key + b":")
+    if rest is None:
+        return None
+    return int(rest.split()[0]) * 1024
+
+
+def cpu_pct(prev: Optional[Tuple[float, float]], now: Tuple[float, float]) -> Optional[float]:
+    """Busy share of all CPUs between two (busy, total) readings; None without a previous one."""
+    if prev is None:
+        return None
+    d_total = now[1] - prev[1]
+    if d_total <= 0:
+        return None  # same jiffy, or counters went back (CPU hot-unplug): no honest answer
+    pct = 100.0 * (now[0] - prev[0]) / d_total
+    return round(min(100.0, max(0.0, pct)), 1)
+
+
+def os_pretty_name(etc_root: str) -> Optional[str]:
+    """PRETTY_NAME from os-release(5): ``<etc>/os-release``, else ``<etc>/../usr/lib/os-release``."""
+    for path in (
+        os.path.join(etc_root, "os-release"),
+        os.path.join(etc_root, os.pardir, "usr", "lib", "os-release"),
+    ):
+        text = read_optional(path)
+        if text is None:
+            continue
+        for line in text.splitlines():
+            if line.startswith("PRETTY_NAME="):
+                value = line[len("PRETTY_NAME=") :]
+                try:
+                    return " ".join(shlex.split(value)) or None
+                except ValueError:  # unbalanced quotes: keep the text as written
+                    return value.strip("\"'") or None
+        return None
+    return None
+
+
+def cpu_model(cpuinfo: str) -> Optional[str]:
+    """The CPU's name: ``model name`` (x86), else ``Processor`` (old ARM) or ``cpu`` (POWER).
+
+    arm64 kernels print no name at all, only implementer/part numbers: then None.
+    """
+    found: Dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip()
+        if key in ("model name", "Processor", "cpu") and key not in found:
+            found[key] = value.strip()
+            if key == "model name":
+                break
+    for key in ("model name", "Processor", "cpu"):
+        if found.get(key):
+            return found[key]
+    return None
+
+
+def _load_psutil() -> Any:
+    try:
+        import psutil  # noqa: PLC0415 - optional accelerator, imported only when wanted
+    except ImportError:
+        return None
+    return psutil
+
+
+Reader = Callable[[], Dict[str, Any]]
+
+
+class HostProbe(Probe):
+    """CPU, memory, load and uptime of the node.
+
+    ``use_psutil``: None uses psutil when it can be imported, False never does, True requires
+    it (ImportError when missing). ``source`` says which path is in use.
+    """
+
+    name = "host"
+
+    def __init__(
+        self,
+        proc_root: str = "/proc",
+        etc_root: str = "/etc",
+        use_psutil: Optional[bool] = None,
+    ) -> None:
+        self._proc_root = proc_root
+        self._etc_root = etc_root
+        self._stat_path = os.path.join(proc_root, "stat")
+        self._meminfo_path = os.path.join(proc_root, "meminfo")
+        self._loadavg_path = os.path.join(proc_root, "loadavg")
+        self._uptime_path = os.path.join(proc_root, "uptime")
+        self._psutil: Any = None
+        if use_psutil is not False:
+            self._psutil = _load_psutil()
+            if use_psutil and self._psutil is None:
+                raise ImportError("use_psutil=True but psutil cannot be imported")
+        self.source = "psutil" if self._psutil is not None else "proc"
+        self._prev_cpu: Optional[Tuple[float, float]] = None
+        groups: List[Tuple[Tuple[str, ...], Reader]]
+        if self._psutil is not None:
+            groups = [
+                (("cpu_pct", "cpu_count"), self._ps_cpu),
+                (("load1", "load5", "load15"), self._ps_load),
+                (("mem_total_bytes", "mem_available_bytes"), self._ps_mem),
+                (("swap_total_bytes", "swap_used_bytes"), self._ps_swap),
+                (("uptime_s",), self._ps_uptime),
+                (("procs",), self._ps_procs),
+                (("procs_running",), self._procs_running_only),
+            ]
+        else:
+            groups = [
+                (("cpu_pct", "cpu_count", "procs_running"), self._stat),
+                (("load1", "load5", "load15"), self._loadavg),
+                (
+                    ("mem_total_bytes", "mem_available_bytes", "swap_total_bytes", "swap_used_bytes"),
+                    self._meminfo,
+                ),
+                (("uptime_s",), self._uptime),
+                (("procs",), self._procs),
+            ]
+        self._groups = groups
+
+    # --- facts ------------------------------------------------------------------------------
+
+    def facts(self) -> Section:
+        uname = os.uname()
+        try:
+            hostname = socket.gethostname()
+        except OSError:
+            hostname = uname.nodename
+        facts: Section = {
+            "hostname": hostname,
+            "kernel": uname.release,
+            "os": os_pretty_name(self._etc_root),
+            "arch": uname.machine,
+            "python": platform.python_version(),
+            "cpu_count": None,
+            "cpu_model": None,
+            "mem_total_bytes": None,
+            "boot_time": None,
+        }
+        errors: Dict[str, str] = {}
+        for key, read in (
+            ("cpu_count", self._fact_cpu_count),
+            ("cpu_model", lambda: cpu_model(read_text(os.path.join(self._proc_root, "cpuinfo")))),
+            ("mem_total_bytes", self._fact_mem_total),
+            ("boot_time", self._fact_boot_time),
+        ):
+            try:
+                facts[key] = read()
+            except Exception as exc:  # one fact failing must not hide the others
+                errors[key] = describe_error(exc)
+        if errors:
+            facts["field_errors"] = errors
+        return facts
+
+    def _fact_cpu_count(self) -> Optional[int]:
+        if self._psutil is not None:
+            return int(self._psutil.cpu_count())
+        return ProcStat(read_all(self._stat_path)).cpu_count
+
+    def _fact_mem_total(self) -> Optional[int]:
+        if self._psutil is not None:
+            return int(self._psutil.virtual_memory().total)
+        return meminfo_bytes(read_all(self._meminfo_path), b"MemTotal")
+
+    def _fact_boot_time(self) -> Optional[int]:
+        if self._psutil is not None:
+            return int(round(self._psutil.boot_time()))
+        return ProcStat(read_all(self._stat_path)).btime
+
+    # --- sample -----------------------------------------------------------------------------
+
+    def sample(self) -> Section:
+        out: Section = dict.fromkeys(SAMPLE_FIELDS)
+        errors: Dict[str, str] = {}
+        first_error: Optional[Exception] = None
+        for fields, read in self._groups:
+            try:
+                out.update(read())
+            except Exception as exc:  # a failing file nulls its own fields only
+                first_error = first_error or exc
+                message = describe_error(exc)
+                for key in fields:
+                    errors[key] = message
+        if len(errors) == len(SAMPLE_FIELDS) and first_error is not None:
+            raise first_error
+        if errors:
+            out["field_errors"] = errors
+        return out
+
+    def _cpu(self, busy: float, total: float) -> Optional[float]:
+        now = (busy, total)
+        pct = cpu_pct(self._prev_cpu, now)
+        self._prev_cpu = now
+        return pct
+
+    # /proc path
+
+    def _stat(self) -> Dict[str, Any]:
+        stat = ProcStat(read_all(self._stat_path))
+        return {
+            "cpu_pct": self._cpu(stat.busy, stat.total),
+            "cpu_count": stat.cpu_count,
+            "procs_running": stat.procs_running,
+        }
+
+    def _loadavg(self) -> Dict[str, Any]:
+        parts = read_text(self._loadavg_path).split()
+        return {"load1": float(parts[0]), "load5": float(parts[1]), "load15": float(parts[2])}
+
+    def _meminfo(self) -> Dict[str, Any]:
+        data = read_all(self._meminfo_path)
+        available = meminfo_bytes(data, b"MemAvailable")
+        if available is None:  # kernels before 3.14: the old free + buffers + cache estimate
+            parts = [meminfo_bytes(data, key) for key in (b"MemFree", b"Buffers", b"Cached")]
+            available = sum(p or 0 for p in parts)
+        swap_total = meminfo_bytes(data, b"SwapTotal")
+        swap_free = meminfo_bytes(data, b"SwapFree")
+        return {
+            "mem_total_bytes": meminfo_bytes(data, b"MemTotal"),
+            "mem_available_bytes": available,
+            "swap_total_bytes": swap_total,
+            "swap_used_bytes": (
+                swap_total - swap_free if swap_total is not None and swap_free is not None else None
+            ),
+        }
+
+    def _uptime(self) -> Dict[str, Any]:
+        return {"uptime_s": float(read_text(self._uptime_path).split()[0])}
+
+    def _procs(self) -> Dict[str, Any]:
+        # bytes names: listdir skips decoding each of the (often thousands of) entries
+        names = os.listdir(os.fsencode(self._proc_root))
+        return {"procs": sum(1 for n in names if n.isdigit())}
+
+    # psutil path: the same keys, types and units
+
+    def _ps_cpu(self) -> Dict[str, Any]:
+        t = self._psutil.cpu_times()
+        total = (
+            sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        )  # guest time is already inside user/nice
+        busy = total - t.idle - getattr(t, "iowait", 0.0)
+        return {"cpu_pct": self._cpu(busy, total), "cpu_count": int(self._psutil.cpu_count())}
+
+    def _ps_load(self) -> Dict[str, Any]:
+        load = self._psutil.getloadavg()
+        return {"load1": round(load[0], 2), "load5": round(load[1], 2), "load15": round(load[2], 2)}
+
+    def _ps_mem(self) -> Dict[str, Any]:
+        vm = self._psutil.virtual_memory()
+        return {"mem_total_bytes": int(vm.total), "mem_available_bytes": int(vm.available)}
+
+    def _ps_swap(self) -> Dict[str, Any]:
+        sw = self._psutil.swap_memory()
+        return {"swap_total_bytes": int(sw.total), "swap_used_bytes": int(sw.used)}
+
+    def _ps_uptime(self) -> Dict[str, Any]:
+        return {"uptime_s": round(time.time() - self._psutil.boot_time(), 2)}
+
+    def _ps_procs(self) -> Dict[str, Any]:
+        return {"procs": len(self._psutil.pids())}
+
+    def _procs_running_only(self) -> Dict[str, Any]:
+        # psutil has no count of runnable tasks; /proc/stat has it where it exists (Linux).
+        try:
+            data = read_all(self._stat_path)
+        except FileNotFoundError:
+            return {"procs_running": None}  # not Linux: not supported
+        running = _after(data, b"procs_running ")
+        return {"procs_running": int(running) if running is not None else None}

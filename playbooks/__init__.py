@@ -1,0 +1,1 @@
+"""Playbooks: scripted bursts and drains over ``ControlPlane``."""

@@ -1,0 +1,199 @@
+"""The sampler and the stream loop: deadlines, failing probes, and how the agent ends."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tidectl.agents import protocol
+from tidectl.agents.probes.base import Probe, Section
+from tidectl.agents.runner import Sampler, Stream
+
+
+class CountingProbe(Probe):
+    def __init__(self, name: str = "host") -> None:
+        self.name = name
+        self.calls = 0
+
+    def facts(self) -> Section:
+        return {"hostname": "n1"}
+
+    def sample(self) -> Section:
+        self.calls += 1
+        return {"calls": self.calls}
+
+
+class FailingProbe(Probe):
+    name = "gpu"
+
+    def sample(self) -> Section:
+        raise RuntimeError("driver said no\nsecond line is dropped")
+
+
+class HangingProbe(Probe):
+    """Blocks in sample() until released, like statvfs on a dead NFS server."""
+
+    name = "storage"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def sample(self) -> Section:
+        self.calls += 1
+        self.release.wait(30)
+        return {"late": True}
+
+
+class WrongTypeProbe(Probe):
+    name = "net"
+
+    def sample(self) -> Section:
+        return ["not", "a", "dict"]  # type: ignore[return-value]
+
+
+def test_a_failing_probe_is_an_error_in_its_section_only() -> None:
+    sampler = Sampler([CountingProbe(), FailingProbe(), WrongTypeProbe()])
+    first = sampler.run("sample", 1.0)
+    assert first["host"] == {"calls": 1}
+    assert first["gpu"] == {"error": "gpu probe failed: RuntimeError: driver said no"}
+    assert first["net"] == {"error": "net probe returned list instead of an object"}
+    second = sampler.run("sample", 1.0)
+    assert second["host"] == {"calls": 2}
+    assert "error" in second["gpu"]
+
+
+def test_a_hanging_probe_costs_its_section_not_the_tick() -> None:
+    hanging = HangingProbe()
+    sampler = Sampler([CountingProbe(), hanging])
+    started = time.monotonic()
+    sections = sampler.run("sample", 0.3)
+    elapsed = time.monotonic() - started
+    assert 0.25 < elapsed < 0.6
+    assert sections["host"] == {"calls": 1}
+    assert sections["storage"]["timed_out"] is True
+    assert "did not finish within 0.30 s" in sections["storage"]["error"]
+
+    # While the call is stuck it is not made again, and the next tick does not wait for it.
+    started = time.monotonic()
+    sections = sampler.run("sample", 0.3)
+    assert time.monotonic() - started < 0.6
+    assert hanging.calls == 1
+    assert sections["storage"]["timed_out"] is True
+
+    # The late answer to the old call is not passed off as this tick's reading.
+    hanging.release.set()
+    time.sleep(0.05)
+    sections = sampler.run("sample", 0.3)
+    assert sections["storage"] == {"late": True}
+    assert hanging.calls == 2
+
+
+def test_stream_writes_hello_then_numbered_samples_on_schedule() -> None:
+    out = io.BytesIO()
+    stream = Stream([CountingProbe()], out, interval_s=0.1)
+    started = time.monotonic()
+    stream.run(count=4)
+    elapsed = time.monotonic() - started
+    records = [protocol.decode(line) for line in out.getvalue().splitlines()]
+    assert [r["type"] for r in records] == ["hello", "sample", "sample", "sample", "sample"]
+    assert records[0]["facts"] == {"host": {"hostname": "n1"}}
+    assert records[0]["interval_s"] == 0.1
+    assert [r["seq"] for r in records[1:]] == [1, 2, 3, 4]
+    assert [r["probes"]["host"]["calls"] for r in records[1:]] == [1, 2, 3, 4]
+    assert 0.28 < elapsed < 0.8  # three waits of one interval each
+    gaps = [b["mono"] - a["mono"] for a, b in itertools.pairwise(records[1:])]
+    assert all(0.07 < gap < 0.2 for gap in gaps), gaps
+    agent = records[-1]["agent"]
+    assert agent["cpu_ms"] >= 0 and agent["max_rss_bytes"] > 1_000_000
+
+
+def test_stream_with_a_hung_probe_keeps_its_interval() -> None:
+    hanging = HangingProbe()
+    out = io.BytesIO()
+    stream = Stream([CountingProbe(), hanging], out, interval_s=0.2)
+    started = time.monotonic()
+    stream.run(count=3)
+    elapsed = time.monotonic() - started
+    hanging.release.set()
+    samples = [protocol.decode(line) for line in out.getvalue().splitlines()[1:]]
+    assert len(samples) == 3
+    assert elapsed < 3 * 0.2 + 0.3
+    assert all(s["probes"]["storage"]["timed_out"] for s in samples)
+    assert [s["probes"]["host"]["calls"] for s in samples] == [1, 2, 3]
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="interval must be positive"):
+        Stream([], io.BytesIO(), interval_s=0)
+
+
+# The agent as a process: it must end quietly, with status 0, however it is told to stop.
+
+
+def _start_agent(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tidectl.agents", "stream", "--interval", "0.1", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _first_line(proc: subprocess.Popen[bytes]) -> dict[str, object]:
+    assert proc.stdout is not None
+    return protocol.decode(proc.stdout.readline())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP, signal.SIGINT])
+def test_agent_ends_quietly_on_signal(signum: int) -> None:
+    proc = _start_agent("--probes", "host,net")
+    assert _first_line(proc)["type"] == "hello"
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert stderr == b""
+
+
+def test_agent_ends_quietly_when_its_reader_goes_away() -> None:
+    proc = _start_agent("--probes", "host,net")
+    assert _first_line(proc)["type"] == "hello"
+    assert proc.stdout is not None
+    proc.stdout.close()  # the console hung up: the next write meets a closed pipe
+    assert proc.wait(timeout=10) == 0
+    assert proc.stderr is not None
+    assert proc.stderr.read() == b""
+
+
+def test_agent_exits_past_a_probe_stuck_in_the_kernel(tmp_path: Path) -> None:
+    """A stuck probe thread must not keep the process alive after SIGTERM."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import sys, threading\n"
+        "from tidectl.agents.probes.base import Probe\n"
+        "from tidectl.agents.runner import Stream\n"
+        "class Stuck(Probe):\n"
+        "    name = 'storage'\n"
+        "    def sample(self):\n"
+        "        threading.Event().wait()\n"
+        "from tidectl.agents import cli\n"
+        "cli._stop_on_signals()\n"
+        "try:\n"
+        "    Stream([Stuck()], sys.stdout.buffer, interval_s=0.1).run()\n"
+        "except cli._Stop:\n"
+        "    pass\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    assert protocol.decode(proc.stdout.readline())["probes"]["storage"]["timed_out"]
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0

@@ -1,0 +1,1 @@
+"""The Jupyter (ipywidgets) panel over the control plane. Goes through ``ControlPlane`` only."""
