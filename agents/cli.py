@@ -148,6 +148,7 @@ def _make_stream(
         sim_seed=args.sim,
         faults_path=args.faults,
         hostname=args.hostname,
+        interval_s=interval,
     )
     return Stream(probes, out, interval_s=interval, sim_seed=args.sim, stop=stop)
 
@@ -172,7 +173,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 def _cmd_once(args: argparse.Namespace) -> int:
     from tidectl.agents.pretty import render_sample
 
-    stream = _make_stream(args, sys.stdout.buffer, args.settle)
+    # The tick's budget is a second's, however short the settle time.
+    stream = _make_stream(args, sys.stdout.buffer, max(1.0, args.settle))
     try:
         hello = stream.hello()
         stream.tick()  # primes deltas (CPU %) and drains old events

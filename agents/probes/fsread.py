@@ -9,7 +9,7 @@ callers decide whether a failed read is an error on a field or on the whole sect
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import Optional
 
 _MAX_READ = 1 << 16
 
@@ -37,8 +37,22 @@ def read_optional(path: str) -> Optional[str]:
         return None
 
 
-def read_lines(path: str) -> List[str]:
-    """All lines of a possibly long file (/proc/mounts, /proc/diskstats)."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return data.decode("utf-8", "replace").splitlines()
+def read_all(path: str) -> bytes:
+    """Every byte of a file of any length (/proc/stat, /proc/diskstats, mountinfo).
+
+    /proc/stat outgrows one 64 KiB read on big nodes (its ``intr`` line holds one number per
+    IRQ) and the fields we need come after it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while True:
+            data = os.read(fd, _MAX_READ)
+            parts.append(data)
+            # procfs fills a read as far as the file goes: a short read is the end, and
+            # saves the extra read() that would return b"".
+            if len(data) < _MAX_READ:
+                break
+    finally:
+        os.close(fd)
+    return b"".join(parts)

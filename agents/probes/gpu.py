@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 from tidectl.agents.probes.base import Probe, Section
 
@@ -71,15 +71,13 @@ def gpu_record(values: Dict[str, Any], errors: Dict[str, str]) -> Section:
     return record
 
 
-def unreadable_gpu(
-    index: int, uuid: Optional[str], name: Optional[str], sentence: str
-) -> Section:
+def unreadable_gpu(index: int, uuid: Optional[str], name: Optional[str], sentence: str) -> Section:
     """A GPU that could not be read at all (lost, fallen off the bus, no handle).
 
     It stays in the list, named by what the hello said about it, with every reading null and
     named in ``field_errors``: dropping it would hide the one GPU an operator must look at.
     """
-    errors = {field: sentence for field in READING_FIELDS}
+    errors = dict.fromkeys(READING_FIELDS, sentence)
     return gpu_record({"index": index, "uuid": uuid, "name": name}, errors)
 
 
@@ -122,8 +120,8 @@ class GpuProbe(Probe):
         self._clock = clock
         self._lock = threading.Lock()
         self._chosen = False
-        self._source: Optional[NvmlSource | NvsmiSource] = None
-        self._no_driver: Optional[Section] = None
+        self._source: Optional[Union[NvmlSource, NvsmiSource]] = None
+        self._nvml_reason = ""  # why NVML was not used, once chosen
 
     @property
     def source_name(self) -> Optional[str]:
@@ -135,32 +133,31 @@ class GpuProbe(Probe):
         with self._lock:
             if self._chosen:
                 return
-            # Imported here so the agent pays for subprocess/ctypes only when it needs them.
+            # Imported here, not at the top: both sources import this module's record shape.
             from tidectl.agents.probes.nvml import NvmlSource, NvmlUnavailable
             from tidectl.agents.probes.nvsmi import NvsmiSource
 
             try:
                 self._source = NvmlSource.open(self._nvml_module, clock=self._clock)
             except NvmlUnavailable as exc:
-                path = shutil.which(self._nvidia_smi)
+                self._nvml_reason = str(exc)
+                path = shutil.which(self._nvidia_smi)  # PATH order: a test's fake comes first
                 if path is not None:
                     self._source = NvsmiSource(
                         path, timeout_s=self._timeout_s, clock=self._clock, nvml_reason=str(exc)
                     )
-                else:
-                    self._no_driver = no_driver_section(str(exc), self._nvidia_smi)
             self._chosen = True
 
     def facts(self) -> Section:
         self._choose()
         if self._source is None:
-            return dict(self._no_driver or {})
+            return no_driver_section(self._nvml_reason, self._nvidia_smi)
         return self._source.facts()
 
     def sample(self) -> Section:
         self._choose()
         if self._source is None:
-            return dict(self._no_driver or {})
+            return no_driver_section(self._nvml_reason, self._nvidia_smi)
         return self._source.sample()
 
     def close(self) -> None:

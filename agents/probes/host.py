@@ -8,6 +8,7 @@ only when something failed), and only when every file fails does the section fai
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import shlex
@@ -16,7 +17,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tidectl.agents.probes.base import Probe, Section, describe_error
-from tidectl.agents.probes.fsread import read_optional, read_text
+from tidectl.agents.probes.fsread import read_all, read_optional, read_text
 
 #: The keys of a sample, in wire order.
 SAMPLE_FIELDS = (
@@ -34,31 +35,21 @@ SAMPLE_FIELDS = (
     "procs_running",
 )
 
-_CHUNK = 1 << 16
 
-
-def read_all(path: str) -> bytes:
-    """Every byte of a /proc file. /proc/stat outgrows one 64 KiB read on big nodes (the
-    ``intr`` line holds one number per IRQ) and the fields we need come after it."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        parts = []
-        while True:
-            data = os.read(fd, _CHUNK)
-            if not data:
-                break
-            parts.append(data)
-    finally:
-        os.close(fd)
-    return b"".join(parts)
+#: Counting processes lists /proc, which costs the kernel about a microsecond per process
+#: (milliseconds on a busy node): the count is refreshed every this many samples.
+PROCS_EVERY = 10
 
 
 def _after(data: bytes, key: bytes) -> Optional[bytes]:
-    """The rest of the line that starts with ``key`` (searched as ``\\n`` + key), or None."""
-    start = data.find(b"\n" + key)
-    if start < 0:
-        return None
-    start += len(key) + 1
+    """The rest of the line that starts with ``key``, or None."""
+    if data.startswith(key):
+        start = len(key)
+    else:
+        start = data.find(b"\n" + key)
+        if start < 0:
+            return None
+        start += len(key) + 1
     end = data.find(b"\n", start)
     return data[start:] if end < 0 else data[start:end]
 
@@ -87,7 +78,7 @@ class ProcStat:
 
 def meminfo_bytes(data: bytes, key: bytes) -> Optional[int]:
     """One ``Key:  N kB`` value of /proc/meminfo, in bytes; None when the key is absent."""
-    rest = _after(b"\n" + data, key + b":")
+    rest = _after(data, key + b":")
     if rest is None:
         return None
     return int(rest.split()[0]) * 1024
@@ -105,7 +96,8 @@ def cpu_pct(prev: Optional[Tuple[float, float]], now: Tuple[float, float]) -> Op
 
 
 def os_pretty_name(etc_root: str) -> Optional[str]:
-    """PRETTY_NAME from os-release(5): ``<etc>/os-release``, else ``<etc>/../usr/lib/os-release``."""
+    """PRETTY_NAME from os-release(5): ``<etc>/os-release``, else ``/usr/lib/os-release``
+    (found as ``<etc>/../usr/lib/os-release``, so a fake root works alike)."""
     for path in (
         os.path.join(etc_root, "os-release"),
         os.path.join(etc_root, os.pardir, "usr", "lib", "os-release"),
@@ -146,11 +138,11 @@ def cpu_model(cpuinfo: str) -> Optional[str]:
 
 
 def _load_psutil() -> Any:
+    # Imported by name: an optional accelerator, loaded only when wanted, without stubs.
     try:
-        import psutil  # noqa: PLC0415 - optional accelerator, imported only when wanted
+        return importlib.import_module("psutil")
     except ImportError:
         return None
-    return psutil
 
 
 Reader = Callable[[], Dict[str, Any]]
@@ -159,8 +151,9 @@ Reader = Callable[[], Dict[str, Any]]
 class HostProbe(Probe):
     """CPU, memory, load and uptime of the node.
 
-    ``use_psutil``: None uses psutil when it can be imported, False never does, True requires
-    it (ImportError when missing). ``source`` says which path is in use.
+    ``use_psutil``: None uses psutil when it can be imported and ``proc_root`` is the real
+    /proc, False never does, True requires it (ImportError when missing). ``source`` says
+    which path is in use.
     """
 
     name = "host"
@@ -177,13 +170,25 @@ class HostProbe(Probe):
         self._meminfo_path = os.path.join(proc_root, "meminfo")
         self._loadavg_path = os.path.join(proc_root, "loadavg")
         self._uptime_path = os.path.join(proc_root, "uptime")
+        # psutil always reads the real /proc: with another root (a test's fake) it is used
+        # only when asked for by name.
+        self._real_root = os.path.realpath(proc_root) == "/proc"
         self._psutil: Any = None
-        if use_psutil is not False:
+        if use_psutil or (use_psutil is None and self._real_root):
             self._psutil = _load_psutil()
             if use_psutil and self._psutil is None:
                 raise ImportError("use_psutil=True but psutil cannot be imported")
         self.source = "psutil" if self._psutil is not None else "proc"
         self._prev_cpu: Optional[Tuple[float, float]] = None
+        self._procs_age = PROCS_EVERY
+        self._procs_last: Any = None  # the last count's result, or the exception it raised
+        self._boot_time: Optional[float] = None
+        self._cpu_count: Optional[int] = None
+        self._cpu_count_age = 0
+        # On the real /proc two values come cheaper from the kernel directly: the load from
+        # sysinfo(2) via getloadavg, the uptime from CLOCK_BOOTTIME (what /proc/uptime
+        # prints). A test's fake root is read as files.
+        self._real_proc = self._real_root and hasattr(time, "CLOCK_BOOTTIME")
         groups: List[Tuple[Tuple[str, ...], Reader]]
         if self._psutil is not None:
             groups = [
@@ -200,7 +205,12 @@ class HostProbe(Probe):
                 (("cpu_pct", "cpu_count", "procs_running"), self._stat),
                 (("load1", "load5", "load15"), self._loadavg),
                 (
-                    ("mem_total_bytes", "mem_available_bytes", "swap_total_bytes", "swap_used_bytes"),
+                    (
+                        "mem_total_bytes",
+                        "mem_available_bytes",
+                        "swap_total_bytes",
+                        "swap_used_bytes",
+                    ),
                     self._meminfo,
                 ),
                 (("uptime_s",), self._uptime),
@@ -254,7 +264,7 @@ class HostProbe(Probe):
 
     def _fact_boot_time(self) -> Optional[int]:
         if self._psutil is not None:
-            return int(round(self._psutil.boot_time()))
+            return int(self._psutil.boot_time() + 0.5)  # btime is whole seconds
         return ProcStat(read_all(self._stat_path)).btime
 
     # --- sample -----------------------------------------------------------------------------
@@ -294,6 +304,13 @@ class HostProbe(Probe):
         }
 
     def _loadavg(self) -> Dict[str, Any]:
+        if self._real_proc:
+            load = os.getloadavg()
+            return {
+                "load1": round(load[0], 2),
+                "load5": round(load[1], 2),
+                "load15": round(load[2], 2),
+            }
         parts = read_text(self._loadavg_path).split()
         return {"load1": float(parts[0]), "load5": float(parts[1]), "load15": float(parts[2])}
 
@@ -315,12 +332,30 @@ class HostProbe(Probe):
         }
 
     def _uptime(self) -> Dict[str, Any]:
+        if self._real_proc:
+            return {"uptime_s": round(time.clock_gettime(time.CLOCK_BOOTTIME), 2)}
         return {"uptime_s": float(read_text(self._uptime_path).split()[0])}
 
     def _procs(self) -> Dict[str, Any]:
+        return self._every(self._count_procs)
+
+    def _count_procs(self) -> Dict[str, Any]:
         # bytes names: listdir skips decoding each of the (often thousands of) entries
         names = os.listdir(os.fsencode(self._proc_root))
         return {"procs": sum(1 for n in names if n.isdigit())}
+
+    def _every(self, count: Reader) -> Dict[str, Any]:
+        """``count()`` once every PROCS_EVERY samples; its last result (or error) between."""
+        self._procs_age += 1
+        if self._procs_age >= PROCS_EVERY:
+            self._procs_age = 0
+            try:
+                self._procs_last = count()
+            except Exception as exc:  # remembered, so the field stays named until it recovers
+                self._procs_last = exc
+        if isinstance(self._procs_last, Exception):
+            raise self._procs_last
+        return dict(self._procs_last)
 
     # psutil path: the same keys, types and units
 
@@ -330,7 +365,12 @@ class HostProbe(Probe):
             sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
         )  # guest time is already inside user/nice
         busy = total - t.idle - getattr(t, "iowait", 0.0)
-        return {"cpu_pct": self._cpu(busy, total), "cpu_count": int(self._psutil.cpu_count())}
+        # The count changes only with CPU hotplug; psutil asks sysfs for it on every call.
+        self._cpu_count_age += 1
+        if self._cpu_count is None or self._cpu_count_age >= PROCS_EVERY:
+            self._cpu_count_age = 0
+            self._cpu_count = int(self._psutil.cpu_count())
+        return {"cpu_pct": self._cpu(busy, total), "cpu_count": self._cpu_count}
 
     def _ps_load(self) -> Dict[str, Any]:
         load = self._psutil.getloadavg()
@@ -345,16 +385,18 @@ class HostProbe(Probe):
         return {"swap_total_bytes": int(sw.total), "swap_used_bytes": int(sw.used)}
 
     def _ps_uptime(self) -> Dict[str, Any]:
-        return {"uptime_s": round(time.time() - self._psutil.boot_time(), 2)}
+        if self._boot_time is None:  # fixed since boot; psutil reads /proc/stat per call
+            self._boot_time = float(self._psutil.boot_time())
+        return {"uptime_s": round(time.time() - self._boot_time, 2)}
 
     def _ps_procs(self) -> Dict[str, Any]:
-        return {"procs": len(self._psutil.pids())}
+        return self._every(lambda: {"procs": len(self._psutil.pids())})
 
     def _procs_running_only(self) -> Dict[str, Any]:
-        # psutil has no count of runnable tasks; /proc/stat has it where it exists (Linux).
+        # psutil has no count of runnable tasks. /proc/loadavg's "R/T" holds it where it
+        # exists (Linux): the same nr_running() as procs_running in /proc/stat, cheaper.
         try:
-            data = read_all(self._stat_path)
+            text = read_text(self._loadavg_path)
         except FileNotFoundError:
             return {"procs_running": None}  # not Linux: not supported
-        running = _after(data, b"procs_running ")
-        return {"procs_running": int(running) if running is not None else None}
+        return {"procs_running": int(text.split()[3].split("/")[0])}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from tidectl.agents.probes.base import Probe, Section, describe_error
 from tidectl.agents.probes.fsread import read_optional, read_text
@@ -20,34 +20,45 @@ from tidectl.agents.probes.fsread import read_optional, read_text
 #: Errors of a sysfs read that mean "the link or driver has no such value right now".
 _UNSUPPORTED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
 
+#: Operational states the kernel only sets while the carrier is good (net/core/link_watch.c
+#: ``default_operstate``): in them ``carrier`` is 1 and need not be read.
+_CARRIER_OK_STATES = frozenset({"up", "dormant"})
+
+#: ``operstate`` is read every sample. ``carrier`` and ``speed`` follow it (a carrier change
+#: changes operstate; renegotiating a speed drops the link), so they are re-read when it
+#: changes, and at least every this many samples for what it does not show: a bond's speed
+#: as its slaves come and go, a down link's carrier going from admin-down (EINVAL) to 0.
+REFRESH_EVERY = 10
+
 #: ethtool's SPEED_UNKNOWN is -1; old kernels print it unsigned.
 _SPEED_UNKNOWN = frozenset({0xFFFFFFFF, 0xFFFF})
 
-# Columns of /proc/net/dev after the ``name:``: 8 receive, then 8 transmit.
-_COLUMNS = (
-    ("rx_bytes", 0),
-    ("tx_bytes", 8),
-    ("rx_packets", 1),
-    ("tx_packets", 9),
-    ("rx_errors", 2),
-    ("tx_errors", 10),
-    ("rx_drops", 3),
-    ("tx_drops", 11),
-)
-
 
 def parse_net_dev(text: str) -> Dict[str, Dict[str, int]]:
-    """/proc/net/dev as ``{name: {rx_bytes, tx_bytes, ...}}``, in the file's order."""
+    """/proc/net/dev as ``{name: {rx_bytes, tx_bytes, ...}}``, in the file's order.
+
+    After ``name:`` come 8 receive columns (bytes packets errs drop fifo frame compressed
+    multicast) and 8 transmit ones (bytes packets errs drop fifo colls carrier compressed).
+    """
     out: Dict[str, Dict[str, int]] = {}
     for line in text.splitlines()[2:]:
         # Names cannot hold ':' (dev_valid_name), but big counters can touch it: "eth0:123".
         name, sep, rest = line.partition(":")
         if not sep:
             continue
-        values = rest.split()
-        if len(values) < 16:
+        v = rest.split()
+        if len(v) < 16:
             continue
-        out[name.strip()] = {key: int(values[i]) for key, i in _COLUMNS}
+        out[name.strip()] = {
+            "rx_bytes": int(v[0]),
+            "tx_bytes": int(v[8]),
+            "rx_packets": int(v[1]),
+            "tx_packets": int(v[9]),
+            "rx_errors": int(v[2]),
+            "tx_errors": int(v[10]),
+            "rx_drops": int(v[3]),
+            "tx_drops": int(v[11]),
+        }
     return out
 
 
@@ -76,8 +87,7 @@ class NetProbe(Probe):
         self._dev_path = os.path.join(proc_root, "net", "dev")
         self._class_net = os.path.join(sysfs_root, "class", "net")
         self._ignore = tuple(ignore)
-        # name -> (operstate, carrier, speed) paths; built once per interface name.
-        self._paths: Dict[str, Tuple[str, str, str]] = {}
+        self._links: Dict[str, _Link] = {}  # per interface name: paths and cached speed
         self._ignored: Dict[str, bool] = {}
 
     def _skip(self, name: str) -> bool:
@@ -120,18 +130,27 @@ class NetProbe(Probe):
         for name, nic in counters.items():
             if self._skip(name):
                 continue
-            paths = self._paths.get(name)
-            if paths is None:
-                base = os.path.join(self._class_net, name)
-                paths = (base + "/operstate", base + "/carrier", base + "/speed")
-                if len(self._paths) > 4096:
-                    self._paths.clear()
-                self._paths[name] = paths
+            link = self._links.get(name)
+            if link is None:
+                if len(self._links) > 4096:  # interfaces come and go (veths): stay bounded
+                    self._links.clear()
+                link = self._links[name] = _Link(os.path.join(self._class_net, name))
             errors: Dict[str, str] = {}
-            out: Section = dict(nic)
-            out["operstate"] = self._read(paths[0], str, "operstate", errors)
-            out["carrier"] = self._read(paths[1], _carrier, "carrier", errors)
-            out["speed_mbps"] = self._read(paths[2], parse_speed, "speed_mbps", errors)
+            out: Section = nic  # a fresh dict per sample: the counters, then the link state
+            operstate = self._read(link.operstate_path, str, "operstate", errors)
+            link.age += 1
+            if operstate != link.operstate or link.age >= REFRESH_EVERY or link.failed:
+                link.age = 0
+                link.operstate = operstate
+                if operstate in _CARRIER_OK_STATES:
+                    link.carrier = True
+                else:
+                    link.carrier = self._read(link.carrier_path, _carrier, "carrier", errors)
+                link.speed = self._read(link.speed_path, parse_speed, "speed_mbps", errors)
+                link.failed = len(errors) > ("operstate" in errors)
+            out["operstate"] = operstate
+            out["carrier"] = link.carrier
+            out["speed_mbps"] = link.speed
             if errors:
                 out["field_errors"] = errors
             nics[name] = out
@@ -147,6 +166,31 @@ class NetProbe(Probe):
         except ValueError as exc:
             errors[key] = describe_error(exc)
         return None
+
+
+class _Link:
+    """What the probe keeps per interface between samples."""
+
+    __slots__ = (
+        "age",
+        "carrier",
+        "carrier_path",
+        "failed",
+        "operstate",
+        "operstate_path",
+        "speed",
+        "speed_path",
+    )
+
+    def __init__(self, base: str) -> None:
+        self.operstate_path = base + "/operstate"
+        self.carrier_path = base + "/carrier"
+        self.speed_path = base + "/speed"
+        self.operstate: Optional[str] = None
+        self.carrier: Optional[bool] = None
+        self.speed: Optional[int] = None
+        self.failed = False  # the last carrier or speed read failed: retry every sample
+        self.age = REFRESH_EVERY
 
 
 def _carrier(text: str) -> bool:

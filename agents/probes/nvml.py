@@ -11,6 +11,7 @@ aggregate ECC) are refreshed every ``slow_interval_s``; the rest every tick.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -72,15 +73,16 @@ class NvmlSource:
 
     source = "nvml"
 
-    def __init__(
-        self, nv: Any, clock: Callable[[], float], slow_interval_s: float = 10.0
-    ) -> None:
+    def __init__(self, nv: Any, clock: Callable[[], float], slow_interval_s: float = 10.0) -> None:
         self._nv = nv
         self._clock = clock
         self._slow_interval_s = slow_interval_s
         self._lock = threading.Lock()
         self._error = nv.NVMLError
-        self._unsupported: Set[int] = {nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_FUNCTION_NOT_FOUND}
+        self._unsupported: Set[int] = {
+            nv.NVML_ERROR_NOT_SUPPORTED,
+            nv.NVML_ERROR_FUNCTION_NOT_FOUND,
+        }
         self._lost = nv.NVML_ERROR_GPU_IS_LOST
         self._choices: Dict[str, List[str]] = {
             family: [name for name in names if hasattr(nv, name)]
@@ -104,18 +106,19 @@ class NvmlSource:
         self._pending: Dict[int, List[Dict[str, Any]]] = {}
 
     @classmethod
-    def open(cls, module: Optional[object], clock: Callable[[], float]) -> NvmlSource:
+    def open(cls, given: Optional[object], clock: Callable[[], float]) -> NvmlSource:
         """Import ``pynvml`` (unless given a module) and initialise NVML, or say why not."""
+        module: Any = given
         if module is None:
             try:
-                import pynvml  # type: ignore[import-not-found,unused-ignore]
+                import pynvml  # type: ignore[import-untyped,import-not-found,unused-ignore]
             except ImportError as exc:
                 raise NvmlUnavailable(
                     "the pynvml module is not installed (%s)" % describe_error(exc)
                 ) from exc
             module = pynvml
         try:
-            module.nvmlInit()  # type: ignore[attr-defined]
+            module.nvmlInit()
         except Exception as exc:  # LibraryNotFound, DriverNotLoaded, a broken binding...
             raise NvmlUnavailable("nvmlInit failed: %s" % describe_error(exc)) from exc
         return cls(module, clock)
@@ -124,6 +127,10 @@ class NvmlSource:
 
     def _code(self, exc: BaseException) -> Optional[int]:
         return getattr(exc, "value", None) if isinstance(exc, self._error) else None
+
+    def _say(self, exc: BaseException) -> str:
+        """NVML's own words for its errors ("GPU is lost"); type and message for others."""
+        return str(exc) if isinstance(exc, self._error) else describe_error(exc)
 
     def _invoke(self, name: str, *args: Any) -> Any:
         """Call ``name`` (a function or a family in ``_VERSIONS``); raises NVML errors."""
@@ -152,7 +159,7 @@ class NvmlSource:
                 return None
             # A family is named by the version actually called, as the driver knows it.
             label = (self._choices.get(name) or [name])[0]
-            sentence = "%s failed: %s" % (label, exc if code is not None else describe_error(exc))
+            sentence = "%s failed: %s" % (label, self._say(exc))
             if code == self._lost:
                 raise _GpuUnreadable(sentence) from exc
             for field in fields:
@@ -182,7 +189,7 @@ class NvmlSource:
                 handle = self._nv.nvmlDeviceGetHandleByIndex(index)
             except Exception as exc:
                 raise _GpuUnreadable(
-                    "nvmlDeviceGetHandleByIndex(%d) failed: %s" % (index, exc)
+                    "nvmlDeviceGetHandleByIndex(%d) failed: %s" % (index, self._say(exc))
                 ) from exc
             self._handles[index] = handle
             self._register_xid(index, handle)
@@ -198,7 +205,7 @@ class NvmlSource:
                 self._event_set = None
                 self._xid_state = dict.fromkeys(range(len(self._handles)), _XID_UNSUPPORTED)
             else:
-                self._event_error = "nvmlEventSetCreate failed: %s" % exc
+                self._event_error = "nvmlEventSetCreate failed: %s" % self._say(exc)
 
     def _register_xid(self, index: int, handle: Any) -> None:
         if self._event_set is None or self._xid_state.get(index) == _XID_UNSUPPORTED:
@@ -208,10 +215,10 @@ class NvmlSource:
                 handle, self._nv.nvmlEventTypeXidCriticalError, self._event_set
             )
         except Exception as exc:
-            unsupported = self._code(exc) in self._unsupported
-            self._xid_state[index] = (
-                _XID_UNSUPPORTED if unsupported else "nvmlDeviceRegisterEvents failed: %s" % exc
-            )
+            if self._code(exc) in self._unsupported:
+                self._xid_state[index] = _XID_UNSUPPORTED
+            else:
+                self._xid_state[index] = "nvmlDeviceRegisterEvents failed: %s" % self._say(exc)
             return
         self._xid_state[index] = _XID_ON
         address = _handle_key(handle)
@@ -257,14 +264,14 @@ class NvmlSource:
                         if state == _XID_ON:
                             self._xid_state[index] = _XID_UNSUPPORTED
                     return None
-                return "nvmlEventSetWait failed: %s" % (exc if code else describe_error(exc))
+                return "nvmlEventSetWait failed: %s" % self._say(exc)
             if int(data.eventType) != xid_type:
                 continue
-            index = self._event_gpu(data.device)
-            code = int(data.eventData)
-            if index is None:
-                return "an XID %d event came from a GPU this agent could not identify" % code
-            self._pending.setdefault(index, []).append({"code": code, "ts": round(now, 3)})
+            gpu = self._event_gpu(data.device)
+            xid = int(data.eventData)
+            if gpu is None:
+                return "an XID %d event came from a GPU this agent could not identify" % xid
+            self._pending.setdefault(gpu, []).append({"code": xid, "ts": round(now, 3)})
         return None  # more may be queued: they come next tick
 
     def _xid(self, index: int, drain_error: Optional[str]) -> Tuple[Any, Optional[str]]:
@@ -294,9 +301,14 @@ class NvmlSource:
         util = call(errors, ("util_pct", "mem_util_pct"), "nvmlDeviceGetUtilizationRates", handle)
         if util is not None:
             values["util_pct"], values["mem_util_pct"] = int(util.gpu), int(util.memory)
-        memory = call(errors, ("mem_used_bytes", "mem_total_bytes"), "nvmlDeviceGetMemoryInfo", handle)
+        memory = call(
+            errors, ("mem_used_bytes", "mem_total_bytes"), "nvmlDeviceGetMemoryInfo", handle
+        )
         if memory is not None:
-            values["mem_used_bytes"], values["mem_total_bytes"] = int(memory.used), int(memory.total)
+            values["mem_used_bytes"], values["mem_total_bytes"] = (
+                int(memory.used),
+                int(memory.total),
+            )
         values["temp_c"] = call(errors, ("temp_c",), "temperature", handle, nv.NVML_TEMPERATURE_GPU)
         values["power_w"] = _watts(call(errors, ("power_w",), "nvmlDeviceGetPowerUsage", handle))
         values["sm_clock_mhz"] = call(
@@ -370,7 +382,7 @@ class NvmlSource:
                 code = self._code(exc)
                 if code in end_codes or code == nv.NVML_ERROR_FUNCTION_NOT_FOUND:
                     break
-                sentence = "nvmlDeviceGetNvLinkState(link %d) failed: %s" % (link, exc)
+                sentence = "nvmlDeviceGetNvLinkState(link %d) failed: %s" % (link, self._say(exc))
                 if code == self._lost:
                     raise _GpuUnreadable(sentence) from exc
                 errors["nvlink"] = sentence
@@ -394,7 +406,12 @@ class NvmlSource:
                 maximum = self._pcie_max[index] = (int(max_gen), int(max_width))
         if gen is None or width is None or maximum is None:
             return None
-        return {"gen": int(gen), "width": int(width), "max_gen": maximum[0], "max_width": maximum[1]}
+        return {
+            "gen": int(gen),
+            "width": int(width),
+            "max_gen": maximum[0],
+            "max_width": maximum[1],
+        }
 
     # -- the records -------------------------------------------------------------------------
 
@@ -473,13 +490,8 @@ class NvmlSource:
     def close(self) -> None:
         with self._lock:
             if self._event_set is not None:
-                try:
+                with contextlib.suppress(Exception):  # best effort: the agent is stopping
                     self._nv.nvmlEventSetFree(self._event_set)
-                except Exception:  # best effort: the agent is stopping
-                    pass
                 self._event_set = None
-            try:
+            with contextlib.suppress(Exception):
                 self._nv.nvmlShutdown()
-            except Exception:
-                pass
-

@@ -36,6 +36,7 @@ def build_probes(
     sim_seed: Optional[int] = None,
     faults_path: Optional[str] = None,
     hostname: Optional[str] = None,
+    interval_s: float = 1.0,
 ) -> List[Probe]:
     """The probes named, real or (with ``sim_seed``) simulated, in record order.
 
@@ -55,7 +56,7 @@ def build_probes(
         if name not in names:
             continue
         try:
-            probes.append(_build_one(name, sysfs_root, proc_root))
+            probes.append(_build_one(name, sysfs_root, proc_root, interval_s))
         except Exception as exc:  # one broken probe must not stop the others
             probes.append(BrokenProbe(name, describe_error(exc)))
     return probes
@@ -75,7 +76,7 @@ class BrokenProbe(Probe):
         return error_section(self.reason)
 
 
-def _build_one(name: str, sysfs_root: str, proc_root: str) -> Probe:
+def _build_one(name: str, sysfs_root: str, proc_root: str, interval_s: float) -> Probe:
     if name == "host":
         from tidectl.agents.probes.host import HostProbe
 
@@ -83,7 +84,10 @@ def _build_one(name: str, sysfs_root: str, proc_root: str) -> Probe:
     if name == "gpu":
         from tidectl.agents.probes.gpu import GpuProbe
 
-        return GpuProbe()
+        # A hung nvidia-smi is killed before the tick's budget runs out, so the probe can
+        # say why itself instead of only timing out. A node whose nvidia-smi is slower than
+        # that needs a longer --interval (the NVML path has no such cost).
+        return GpuProbe(timeout_s=0.7 * interval_s)
     if name == "ib":
         from tidectl.agents.probes.ib import IbProbe
 

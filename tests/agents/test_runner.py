@@ -197,3 +197,43 @@ def test_agent_exits_past_a_probe_stuck_in_the_kernel(tmp_path: Path) -> None:
     assert protocol.decode(proc.stdout.readline())["probes"]["storage"]["timed_out"]
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=5) == 0
+
+
+def test_unthreaded_sampler_gives_the_same_sections_without_threads() -> None:
+    before = threading.active_count()
+    sampler = Sampler([CountingProbe(), FailingProbe(), WrongTypeProbe()], threaded=False)
+    assert threading.active_count() == before
+    sections = sampler.run("sample", 0.0)
+    assert sections == {
+        "host": {"calls": 1},
+        "gpu": {"error": "gpu probe failed: RuntimeError: driver said no"},
+        "net": {"error": "net probe returned list instead of an object"},
+    }
+
+
+def test_probes_after_a_hung_one_are_back_on_the_next_tick() -> None:
+    hanging = HangingProbe()
+    hanging.name = "gpu"  # runs before storage-like probes in this list
+    counting = CountingProbe("net")
+    sampler = Sampler([hanging, counting])
+    threads_before = threading.active_count()
+
+    first = sampler.run("sample", 0.2)
+    assert first["gpu"]["timed_out"] and "did not finish" in first["gpu"]["error"]
+    assert first["net"]["timed_out"] and "not reached" in first["net"]["error"]
+    assert "the gpu probe before it" in first["net"]["error"]
+
+    for _ in range(3):
+        later = sampler.run("sample", 0.2)
+        assert "still stuck" in later["gpu"]["error"]
+    assert later["net"] == {"calls": 3}
+    assert hanging.calls == 1
+    # One lane stuck with the hung probe, one carrying on: no more, however many ticks.
+    assert threading.active_count() - threads_before == 2
+
+    hanging.release.set()
+    time.sleep(0.05)
+    recovered = sampler.run("sample", 0.2)
+    assert recovered["gpu"] == {"late": True}
+    assert recovered["net"] == {"calls": 4}
+    assert threading.active_count() - threads_before == 2

@@ -32,6 +32,10 @@ CPU_COLUMNS = (
 )
 
 
+def _join(values: Iterable[int]) -> str:
+    return " ".join(str(v) for v in values)
+
+
 def stat_text(
     per_cpu: Sequence[Sequence[int]],
     *,
@@ -47,18 +51,18 @@ def stat_text(
     Each row of ``per_cpu`` holds the ten columns of :data:`CPU_COLUMNS`, in USER_HZ ticks.
     """
     rows = [list(row) + [0] * (10 - len(row)) for row in per_cpu]
-    total = [sum(column) for column in zip(*rows)] if rows else [0] * 10
-    lines = ["cpu  " + " ".join(str(v) for v in total)]
-    lines += ["cpu%d %s" % (i, " ".join(str(v) for v in row)) for i, row in enumerate(rows)]
+    total = [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * 10
+    lines = ["cpu  " + _join(total)]
+    lines += [f"cpu{i} {_join(row)}" for i, row in enumerate(rows)]
     per_irq = [0] * irqs
     per_irq[0:4] = [38, 0, 0, 9]
-    lines.append("intr %d %s" % (sum(per_irq), " ".join(str(v) for v in per_irq)))
+    lines.append(f"intr {sum(per_irq)} {_join(per_irq)}")
     lines += [
-        "ctxt %d" % ctxt,
-        "btime %d" % btime,
-        "processes %d" % processes,
-        "procs_running %d" % procs_running,
-        "procs_blocked %d" % procs_blocked,
+        f"ctxt {ctxt}",
+        f"btime {btime}",
+        f"processes {processes}",
+        f"procs_running {procs_running}",
+        f"procs_blocked {procs_blocked}",
         "softirq 84413 0 11052 3 2589 17308 0 3 29474 0 23984",
     ]
     return "\n".join(lines) + "\n"
@@ -139,7 +143,10 @@ def meminfo_text(drop: Iterable[str] = (), **kb: int) -> str:
         if key not in dropped
     ]
     lines += ["{:<16}{:>8}".format(key + ":", value) for key, value in _HUGEPAGE_LINES]
-    lines += ["{:<16}{:>8} kB".format("Hugepagesize:", 2048), "{:<16}{:>8} kB".format("Hugetlb:", 0)]
+    lines += [
+        "{:<16}{:>8} kB".format("Hugepagesize:", 2048),
+        "{:<16}{:>8} kB".format("Hugetlb:", 0),
+    ]
     lines += ["{:<16}{:>8} kB".format(k + ":", v) for k, v in (("DirectMap4k", 20480),)]
     return "\n".join(lines) + "\n"
 
@@ -148,15 +155,15 @@ def meminfo_text(drop: Iterable[str] = (), **kb: int) -> str:
 
 
 def loadavg_text(
-    load1: float, load5: float, load15: float, running: int = 2, total: int = 911, last: int = 4818
+    load1: float, load5: float, load15: float, *, running: int = 2, total: int = 911
 ) -> str:
     """/proc/loadavg (fs/proc/loadavg.c): ``"%lu.%02lu %lu.%02lu %lu.%02lu %u/%d %d"``."""
-    return "%.2f %.2f %.2f %d/%d %d\n" % (load1, load5, load15, running, total, last)
+    return f"{load1:.2f} {load5:.2f} {load15:.2f} {running}/{total} 4818\n"
 
 
 def uptime_text(uptime_s: float, idle_s: float) -> str:
     """/proc/uptime (fs/proc/uptime.c): ``"%lu.%02lu %lu.%02lu"``; idle sums all CPUs."""
-    return "%.2f %.2f\n" % (uptime_s, idle_s)
+    return f"{uptime_s:.2f} {idle_s:.2f}\n"
 
 
 def cpuinfo_text(model: str, count: int) -> str:
@@ -164,25 +171,25 @@ def cpuinfo_text(model: str, count: int) -> str:
     blocks = []
     for cpu in range(count):
         blocks.append(
-            "processor\t: %d\n"
+            f"processor\t: {cpu}\n"
             "vendor_id\t: GenuineIntel\n"
             "cpu family\t: 6\n"
             "model\t\t: 143\n"
-            "model name\t: %s\n"
+            f"model name\t: {model}\n"
             "stepping\t: 8\n"
             "microcode\t: 0x2b000571\n"
             "cpu MHz\t\t: 2000.000\n"
             "cache size\t: 107520 KB\n"
             "physical id\t: 0\n"
-            "siblings\t: %d\n"
-            "core id\t\t: %d\n"
-            "cpu cores\t: %d\n"
+            f"siblings\t: {count}\n"
+            f"core id\t\t: {cpu}\n"
+            f"cpu cores\t: {count}\n"
             "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr avx512f amx_tile\n"
             "bogomips\t: 4000.00\n"
             "clflush size\t: 64\n"
             "cache_alignment\t: 64\n"
             "address sizes\t: 46 bits physical, 57 bits virtual\n"
-            "power management:\n" % (cpu, model, count, cpu, count)
+            "power management:\n"
         )
     return "\n".join(blocks) + "\n"
 
@@ -204,10 +211,10 @@ def cpuinfo_arm64_text(count: int) -> str:
 
 def os_release_text(pretty: str) -> str:
     """os-release(5): shell-style assignments, values quoted."""
+    quoted = pretty.replace("\\", "\\\\").replace('"', '\\"')
     return (
         'NAME="Ubuntu"\nVERSION_ID="22.04"\nVERSION="22.04.4 LTS (Jammy Jellyfish)"\n'
-        'ID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="%s"\nHOME_URL="https://www.ubuntu.com/"\n'
-        % pretty.replace("\\", "\\\\").replace('"', '\\"')
+        f'ID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="{quoted}"\nHOME_URL="https://www.ubuntu.com/"\n'
     )
 
 
@@ -252,7 +259,7 @@ def mangle(text: str) -> str:
     """The kernel's ``mangle``/``seq_escape``: space, tab, newline and backslash as ``\\ooo``."""
     out = []
     for ch in text:
-        out.append("\\%03o" % ord(ch) if ch in " \t\n\\" else ch)
+        out.append(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch)
     return "".join(out)
 
 
@@ -271,26 +278,16 @@ class Mount:
 
 
 def mountinfo_text(mounts: Sequence[Mount], first_id: int = 22) -> str:
-    """/proc/self/mountinfo: ``id parent maj:min root mountpoint opts [optional...] - type src super``."""
+    """/proc/self/mountinfo lines:
+    ``id parent maj:min root mountpoint opts [optional...] - fstype source super_opts``."""
     lines = []
     for i, m in enumerate(mounts):
         mount_id = first_id + i
         parent = 1 if i == 0 else first_id
         optional = (" " + m.optional) if m.optional else ""
         lines.append(
-            "%d %d %s %s %s %s%s - %s %s %s"
-            % (
-                mount_id,
-                parent,
-                m.dev,
-                mangle(m.root),
-                mangle(m.mountpoint),
-                m.options,
-                optional,
-                mangle(m.fstype),
-                mangle(m.source),
-                m.super_options,
-            )
+            f"{mount_id} {parent} {m.dev} {mangle(m.root)} {mangle(m.mountpoint)} {m.options}"
+            f"{optional} - {mangle(m.fstype)} {mangle(m.source)} {m.super_options}"
         )
     return "\n".join(lines) + "\n"
 
@@ -327,13 +324,24 @@ HPC_MOUNTS: list[Mount] = [
         dev="0:60",
     ),
     Mount("/gpfs/fs1", "gpfs", "fs1", "rw", dev="0:61"),
-    Mount("/mnt/beegfs", "beegfs", "beegfs_nodev", "rw,cfgFile=/etc/beegfs/beegfs-client.conf",
-          dev="0:62"),
-    Mount("/mnt/team data", "nfs", "10.1.0.9:/vol/team data", "rw,vers=3,hard,proto=tcp",
-          dev="0:63"),
+    Mount(
+        "/mnt/beegfs",
+        "beegfs",
+        "beegfs_nodev",
+        "rw,cfgFile=/etc/beegfs/beegfs-client.conf",
+        dev="0:62",
+    ),
+    Mount(
+        "/mnt/team data", "nfs", "10.1.0.9:/vol/team data", "rw,vers=3,hard,proto=tcp", dev="0:63"
+    ),
     Mount("/run/user/1000", "tmpfs", "tmpfs", "rw,size=26385656k,mode=700,uid=1000", dev="0:70"),
-    Mount("/var/lib/docker/overlay2/3f1c/merged", "overlay", "overlay",
-          "rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B", dev="0:71"),
+    Mount(
+        "/var/lib/docker/overlay2/3f1c/merged",
+        "overlay",
+        "overlay",
+        "rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B",
+        dev="0:71",
+    ),
     Mount("/run/docker/netns/9a2b", "nsfs", "nsfs", "rw", dev="0:4"),
     Mount("/sys/fs/fuse/connections", "fusectl", "fusectl", "rw", dev="0:39"),
 ]
@@ -357,7 +365,10 @@ class Disk:
 
 
 def diskstats_text(disks: Sequence[Disk], fields: int = 20) -> str:
-    """/proc/diskstats (block/genhd.c ``diskstats_show``): 14 fields, 18 since 4.18, 20 since 5.5."""
+    """/proc/diskstats (block/genhd.c ``diskstats_show``).
+
+    14 fields, 18 since Linux 4.18 (discards), 20 since 5.5 (flushes).
+    """
     lines = []
     for d in disks:
         values = [
@@ -379,9 +390,7 @@ def diskstats_text(disks: Sequence[Disk], fields: int = 20) -> str:
             d.writes // 50,  # flushes
             d.writes // 100,
         ][: fields - 3]
-        lines.append(
-            "%4d %7d %s %s" % (d.major, d.minor, d.name, " ".join(str(v) for v in values))
-        )
+        lines.append(f"{d.major:4d} {d.minor:7d} {d.name} {_join(values)}")
     return "\n".join(lines) + "\n"
 
 

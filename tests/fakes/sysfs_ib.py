@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Dict, List, Mapping, Optional, Union
-
-Value = Union[int, str]
+from collections.abc import Mapping
 
 #: The PMA counters of a port with extended (64-bit) counters, in the kernel's order
 #: (``pma_attrs_ext``). ``port_xmit_data``/``port_rcv_data`` count 4-byte words.
-IB_COUNTERS: Dict[str, int] = {
+IB_COUNTERS: dict[str, int] = {
     "symbol_error": 0,
     "link_error_recovery": 0,
     "link_downed": 0,
@@ -48,7 +46,7 @@ IB_COUNTERS: Dict[str, int] = {
 }
 
 #: mlx5 per-port ``hw_counters/`` (queue counters; ``lifespan`` is the cache period in ms).
-MLX5_HW_COUNTERS: Dict[str, int] = {
+MLX5_HW_COUNTERS: dict[str, int] = {
     "duplicate_request": 0,
     "implied_nak_seq_err": 0,
     "lifespan": 10,
@@ -72,7 +70,7 @@ MLX5_HW_COUNTERS: Dict[str, int] = {
 }
 
 #: mlx5 RoCE adds congestion-control counters to the port's ``hw_counters/``.
-MLX5_ROCE_HW_COUNTERS: Dict[str, int] = {
+MLX5_ROCE_HW_COUNTERS: dict[str, int] = {
     **MLX5_HW_COUNTERS,
     "np_cnp_sent": 0,
     "np_ecn_marked_roce_packets": 0,
@@ -87,7 +85,7 @@ MLX5_ROCE_HW_COUNTERS: Dict[str, int] = {
 }
 
 #: EFA per-port ``hw_counters/`` (``EFA_DEFINE_PORT_STATS`` in ``efa_verbs.c``); these are bytes.
-EFA_PORT_HW_COUNTERS: Dict[str, int] = {
+EFA_PORT_HW_COUNTERS: dict[str, int] = {
     "impaired_remote_conn_events": 0,
     "lifespan": 10,
     "rdma_read_bytes": 73819238400,
@@ -114,7 +112,7 @@ EFA_PORT_HW_COUNTERS: Dict[str, int] = {
 }
 
 #: EFA device-level ``hw_counters/`` (``EFA_DEFINE_DEVICE_STATS``): not port counters.
-EFA_DEVICE_HW_COUNTERS: Dict[str, int] = {
+EFA_DEVICE_HW_COUNTERS: dict[str, int] = {
     "alloc_pd_err": 0,
     "alloc_ucontext_err": 0,
     "cmds_err": 0,
@@ -141,13 +139,13 @@ def port_dir(root: str, hca: str, port: int = 1) -> str:
     return os.path.join(class_dir(root), hca, "ports", str(port))
 
 
-def _write(path: str, value: Value) -> None:
+def _write(path: str, value: int | str) -> None:
     # In place, like a sysfs value changing: an open file descriptor sees the new text.
     with open(path, "w", encoding="ascii") as handle:
-        handle.write("%s\n" % value)
+        handle.write(f"{value}\n")
 
 
-def _write_all(folder: str, values: Mapping[str, Value]) -> None:
+def _write_all(folder: str, values: Mapping[str, int | str]) -> None:
     os.makedirs(folder, exist_ok=True)
     for name, value in values.items():
         _write(os.path.join(folder, name), value)
@@ -155,31 +153,32 @@ def _write_all(folder: str, values: Mapping[str, Value]) -> None:
 
 def _guid_add(guid: str, offset: int) -> str:
     number = int(guid.replace(":", ""), 16) + offset
-    text = "%016x" % number
+    text = f"{number:016x}"
     return ":".join(text[i : i + 4] for i in range(0, 16, 4))
 
 
 def build_hca(
     root: str,
     name: str,
+    *,
     ports: int = 1,
     state: str = "4: ACTIVE",
     phys_state: str = "5: LinkUp",
     rate: str = "400 Gb/sec (4X NDR)",
     link_layer: str = "InfiniBand",
-    counters: Optional[Mapping[str, Value]] = None,
-    hw_counters: Optional[Mapping[str, Value]] = None,
+    counters: Mapping[str, int | str] | None = None,
+    hw_counters: Mapping[str, int | str] | None = None,
     pma: bool = True,
-    lid: Value = 0x1A,
-    sm_lid: Value = 0x1,
+    lid: int | str = 0x1A,
+    sm_lid: int | str = 0x1,
     node_guid: str = "0c42:a103:0016:054c",
-    gid0: Optional[str] = None,
+    gid0: str | None = None,
     fw_ver: str = "28.39.1002",
-    hca_type: Optional[str] = "MT4129",
-    board_id: Optional[str] = "MT_0000000838",
+    hca_type: str | None = "MT4129",
+    board_id: str | None = "MT_0000000838",
     node_desc: str = "gpu001 mlx5_0",
     node_type: str = "1: CA",
-    device_hw_counters: Optional[Mapping[str, Value]] = None,
+    device_hw_counters: Mapping[str, int | str] | None = None,
     pci_bus: int = 0x1A,
 ) -> str:
     """One HCA (defaults: a ConnectX-7 NDR InfiniBand port); returns its device folder.
@@ -189,20 +188,20 @@ def build_hca(
     Ports get GUIDs ``node_guid + port - 1`` and ``gids/0`` = ``fe80::`` + that GUID unless
     ``gid0`` is given. ``hca_type``/``board_id`` of None leave the file out (EFA has neither).
     """
-    pci = "0000:%02x:00.0" % pci_bus
+    pci = f"0000:{pci_bus:02x}:00.0"
     device = os.path.join(root, "devices", "pci0000:00", "0000:00:01.0", pci, "infiniband", name)
     os.makedirs(os.path.join(device, "ports"), exist_ok=True)
     os.makedirs(class_dir(root), exist_ok=True)
     link = os.path.join(class_dir(root), name)
     if not os.path.islink(link):
         os.symlink(os.path.relpath(device, class_dir(root)), link)
-    top: Dict[str, Value] = {
+    top: dict[str, int | str] = {
         "node_guid": node_guid,
         "sys_image_guid": node_guid,
         "fw_ver": fw_ver,
         "node_desc": node_desc,
         "node_type": node_type,
-        "uevent": "NAME=%s" % name,
+        "uevent": f"NAME={name}",
     }
     if hca_type is not None:
         top["hca_type"] = hca_type
@@ -222,8 +221,8 @@ def build_hca(
                 "phys_state": phys_state,
                 "rate": rate,
                 "link_layer": link_layer,
-                "lid": "0x%x" % lid if isinstance(lid, int) else lid,
-                "sm_lid": "0x%x" % sm_lid if isinstance(sm_lid, int) else sm_lid,
+                "lid": f"0x{lid:x}" if isinstance(lid, int) else lid,
+                "sm_lid": f"0x{sm_lid:x}" if isinstance(sm_lid, int) else sm_lid,
                 "lid_mask_count": 0,
                 "sm_sl": 0,
                 "cap_mask": "0xa751e848",
@@ -236,7 +235,7 @@ def build_hca(
         )
         _write_all(os.path.join(folder, "pkeys"), {"0": "0xffff", "1": "0x0000"})
         if pma:
-            values: Dict[str, Value] = dict(IB_COUNTERS)
+            values: dict[str, int | str] = dict(IB_COUNTERS)
             values.update(counters or {})
             _write_all(os.path.join(folder, "counters"), values)
         hw = MLX5_HW_COUNTERS if hw_counters is None else hw_counters
@@ -254,10 +253,8 @@ def build_roce(
     """A ConnectX-6 Dx RoCE port at 100 GbE: Ethernet link layer, LID 0, GID from the MAC."""
     octets = [int(part, 16) for part in mac.split(":")]
     eui = [octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]]
-    gid = "fe80:0000:0000:0000:" + ":".join(
-        "%02x%02x" % (eui[i], eui[i + 1]) for i in range(0, 8, 2)
-    )
-    settings: Dict[str, object] = {
+    gid = "fe80:0000:0000:0000:" + ":".join(f"{eui[i]:02x}{eui[i + 1]:02x}" for i in range(0, 8, 2))
+    settings: dict[str, object] = {
         "link_layer": "Ethernet",
         "rate": "100 Gb/sec (4X EDR)",
         "lid": 0,
@@ -267,7 +264,7 @@ def build_roce(
         "fw_ver": "22.39.1002",
         "hca_type": "MT4125",
         "board_id": "MT_0000000359",
-        "node_desc": "gpu001 %s" % name,
+        "node_desc": f"gpu001 {name}",
         "hw_counters": MLX5_ROCE_HW_COUNTERS,
     }
     settings.update(options)
@@ -276,7 +273,7 @@ def build_roce(
 
 def build_efa(root: str, name: str = "efa_0", **options: object) -> str:
     """An AWS EFA device: one port, no ``counters/``, port and device ``hw_counters/``."""
-    settings: Dict[str, object] = {
+    settings: dict[str, object] = {
         "link_layer": "Unknown",
         "rate": "100 Gb/sec (4X EDR)",
         "lid": 0,
@@ -297,13 +294,13 @@ def build_efa(root: str, name: str = "efa_0", **options: object) -> str:
     return build_hca(root, name, **settings)  # type: ignore[arg-type]
 
 
-def set_port_file(root: str, hca: str, port: int, name: str, value: Value) -> None:
+def set_port_file(root: str, hca: str, port: int, name: str, value: int | str) -> None:
     """Rewrite one port attribute (``state``, ``rate``, ``lid`` ...) in place."""
     _write(os.path.join(port_dir(root, hca, port), name), value)
 
 
 def set_counter(
-    root: str, hca: str, port: int, name: str, value: Value, hw: bool = False
+    root: str, hca: str, port: int, name: str, value: int | str, *, hw: bool = False
 ) -> None:
     """Rewrite one counter in ``counters/`` (or ``hw_counters/`` with ``hw=True``) in place."""
     folder = "hw_counters" if hw else "counters"
@@ -317,7 +314,7 @@ def break_port_file(root: str, hca: str, port: int, name: str) -> None:
     os.mkdir(path)
 
 
-def break_counter(root: str, hca: str, port: int, name: str, hw: bool = False) -> None:
+def break_counter(root: str, hca: str, port: int, name: str, *, hw: bool = False) -> None:
     """Make reading one counter fail with a real IsADirectoryError (EISDIR)."""
     break_port_file(root, hca, port, os.path.join("hw_counters" if hw else "counters", name))
 
@@ -330,17 +327,17 @@ def remove_hca(root: str, name: str) -> None:
     shutil.rmtree(device)
 
 
-def fake_ib_fleet(root: str, n_hcas: int = 8) -> List[str]:
+def fake_ib_fleet(root: str, n_hcas: int = 8) -> list[str]:
     """A DGX-style node: ``mlx5_0``..``mlx5_<n-1>``, one NDR port each; returns the names."""
     names = []
     for index in range(n_hcas):
-        name = "mlx5_%d" % index
+        name = f"mlx5_{index}"
         build_hca(
             root,
             name,
             lid=0x1A + index,
-            node_guid="0c42:a103:0016:%04x" % (0x054C + 0x10 * index),
-            node_desc="gpu001 %s" % name,
+            node_guid=f"0c42:a103:0016:{0x054C + 0x10 * index:04x}",
+            node_desc=f"gpu001 {name}",
             pci_bus=0x1A + 0x10 * index,
         )
         names.append(name)
