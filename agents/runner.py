@@ -4,6 +4,11 @@ A tick hands the probes, in order, to one daemon thread (a *lane*) and waits for
 tick's budget is spent. One lane, not a thread per probe: every hand-over between threads
 costs the GIL a switch, and five of them a tick cost more than the probes themselves.
 
+While streaming, the lane keeps its own time: it sleeps until the next tick, runs the
+probes and hands the results over, so a tick costs two thread wake-ups (the lane's timer,
+then the stream's thread) instead of three (the stream's timer, the lane, the stream
+again). At 1 Hz every wake-up finds cold caches, and each costs as much as a small probe.
+
 When a probe hangs (a dead NFS server, a wedged driver), the lane is abandoned at the
 deadline: the hung probe's section says it timed out, the probes after it that tick say they
 were not reached, and from the next tick on the others run on a fresh lane while the hung
@@ -25,21 +30,64 @@ from tidectl.agents import AGENT_VERSION, protocol
 from tidectl.agents.probes.base import Probe, Section, describe_error, error_section
 
 _Outcome = Tuple[bool, Any]  # (True, value) or (False, exception)
+_Calls = List[Tuple[str, Callable[[], Any]]]
+#: When a batch began: wall-clock time, monotonic time, process CPU time.
+_Began = Tuple[float, float, float]
+#: A lane's batch: the number of its orders, its start, its results, when it began.
+_Batch = Tuple[int, float, Dict[str, _Outcome], _Began]
+
+
+def next_tick(previous: float, interval: float, now: float) -> float:
+    """The tick after ``previous``; ticks already missed at ``now`` are skipped, not run late
+    in a burst."""
+    tick = previous + interval
+    if tick < now:
+        tick += (int((now - tick) // interval) + 1) * interval
+    return tick
+
+
+def _post(semaphore: Any) -> None:
+    """Leave a lock used as a binary semaphore released, whether or not it already was (a
+    second ``release`` raises). Callers hold the lane's lock, so posts do not interleave."""
+    semaphore.acquire(False)
+    semaphore.release()
 
 
 class _Lane:
-    """One daemon thread that runs a tick's calls one after the other."""
+    """One daemon thread that runs batches of calls one after the other.
+
+    A batch is *ordered* with a start time and, optionally, a period: then the lane runs it
+    again every period on its own, until the orders change. Each batch is tagged with the
+    number of its orders and its start, so a waiter never takes another batch's results for
+    its own.
+
+    Orders and completions are handed over with bare locks used as binary semaphores, not
+    ``Event``s: this happens every tick, and each Event operation is a Condition's worth of
+    Python code and extra lock calls.
+    """
 
     def __init__(self, number: int) -> None:
-        # The lock makes "which call is running" and "abandon the rest" one atomic fact, so
-        # a probe is never running on an abandoned lane while a new lane calls it too.
+        # The lock guards every field but the two semaphores. It makes "which call is
+        # running" and "abandon the rest" one atomic fact, so a probe is never running on an
+        # abandoned lane while a new lane calls it too.
         self._lock = threading.Lock()
-        self._todo = threading.Event()
-        self._done = threading.Event()
-        self._done.set()
-        self._calls: List[Tuple[str, Callable[[], Any]]] = []
+        self._todo = threading.Lock()  # released: the orders changed
+        self._todo.acquire()
+        self._done = threading.Lock()  # released: a batch finished
+        self._done.acquire()
+        self._pending = False  # there are orders to carry out
+        self._serial = 0  # numbers the orders
+        self._calls: _Calls = []
+        self._names: List[str] = []
+        self._start = 0.0  # monotonic time the next batch is due
+        self._every: Optional[float] = None  # the period of standing orders
         self._abandoned = False
-        self.results: Dict[str, _Outcome] = {}
+        self._closed = False
+        self._busy = False
+        #: The running or last batch, and the last finished one: (orders, start, results,
+        #: when it began). Results fill in as the calls return.
+        self.batch: _Batch = (0, 0.0, {}, (0.0, 0.0, 0.0))
+        self.finished: _Batch = self.batch
         self.current: Optional[str] = None
         self.current_since = 0.0
         name = "tidectl-probes-%d" % number
@@ -47,46 +95,107 @@ class _Lane:
 
     @property
     def busy(self) -> bool:
-        return not self._done.is_set()
+        return self._busy
 
-    def submit(self, calls: List[Tuple[str, Callable[[], Any]]]) -> None:
-        self._calls = calls
-        self._abandoned = False
-        self.results = {}
-        self._done.clear()
-        self._todo.set()
+    def order(self, calls: _Calls, start: float, every: Optional[float] = None) -> int:
+        """Run ``calls`` at ``start`` (monotonic; at once if past), and every ``every``
+        seconds after that when given. Returns the orders' number, for :meth:`wait`."""
+        with self._lock:
+            # A batch that finished after its tick stopped waiting left _done released.
+            self._done.acquire(False)
+            self._serial += 1
+            self._calls = calls
+            self._names = [name for name, _ in calls]
+            self._start = start
+            self._every = every
+            self._pending = True
+            self._abandoned = False
+            _post(self._todo)
+            return self._serial
 
-    def wait(self, timeout: float) -> bool:
-        return self._done.wait(max(0.0, timeout))
+    def standing(self, start: float, names: List[str]) -> Optional[int]:
+        """The number of the standing orders if they run ``names`` at ``start``, else None."""
+        with self._lock:
+            standing = self._pending and self._every is not None
+            if standing and self._start == start and self._names == names:
+                return self._serial
+            return None
+
+    def stop_repeating(self) -> None:
+        """Start no more batches (one running finishes)."""
+        with self._lock:
+            self._every = None
+            if not self._busy:
+                self._pending = False
+            _post(self._todo)
+
+    def wait(self, serial: int, start: float, deadline: float) -> bool:
+        """Wait until the batch of orders ``serial`` due at ``start`` has finished, or
+        ``deadline`` (monotonic) has passed. Other batches' completions are passed over."""
+        while self._done.acquire(True, max(0.0, deadline - time.monotonic())):
+            if self.finished[:2] == (serial, start):
+                return True
+        return False
 
     def abandon(self) -> Optional[str]:
         """Stop after the running call; returns its name (None if nothing is running)."""
         with self._lock:
             self._abandoned = True
-            return self.current if self.busy else None
+            self._every = None
+            return self.current if self._busy else None
 
     def running(self) -> Optional[str]:
         with self._lock:
-            return self.current if self.busy else None
+            return self.current if self._busy else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            _post(self._todo)
 
     def _loop(self) -> None:
+        lock = self._lock
         while True:
-            self._todo.wait()
-            self._todo.clear()
-            results: Dict[str, _Outcome] = {}
-            for name, call in self._calls:
-                with self._lock:
-                    if self._abandoned:
+            with lock:
+                if self._closed:
+                    return
+                pending, start = self._pending, self._start
+            if not pending:
+                self._todo.acquire()
+                continue
+            delay = start - time.monotonic()
+            if delay > 0:
+                # Until it is time, or the orders change: either way, read them again.
+                self._todo.acquire(True, delay)
+                continue
+            with lock:
+                if self._closed or not self._pending or self._start != start:
+                    continue
+                calls, serial = self._calls, self._serial
+                results: Dict[str, _Outcome] = {}
+                began = (time.time(), time.monotonic(), time.process_time())
+                self.batch = batch = (serial, start, results, began)
+                self._busy = True
+            for name, call in calls:
+                with lock:
+                    if self._abandoned or self._closed:
                         break
                     self.current, self.current_since = name, time.monotonic()
                 try:
-                    results[name] = (True, call())
+                    outcome: _Outcome = (True, call())
                 except BaseException as exc:  # a probe's failure is data, whatever it is
-                    results[name] = (False, exc)
-                self.results = dict(results)
-            with self._lock:
+                    outcome = (False, exc)
+                results[name] = outcome  # the waiting thread copies the dict when it reads
+            with lock:
                 self.current = None
-                self._done.set()
+                self._busy = False
+                self.finished = batch
+                if serial == self._serial:  # the orders did not change meanwhile
+                    if self._every is None:
+                        self._pending = False
+                    else:
+                        self._start = next_tick(start, self._every, time.monotonic())
+                _post(self._done)
 
 
 class Sampler:
@@ -99,11 +208,16 @@ class Sampler:
         # process and a thread each would be a thousand threads.
         self.threaded = threaded
         self._lanes: List[_Lane] = []
+        self._paced: Optional[_Lane] = None  # the lane with standing sample orders, if any
 
     def _stuck(self) -> Dict[str, _Lane]:
         """Probes whose call from an earlier tick is still running, and where."""
         stuck = {}
         for lane in self._lanes:
+            if lane is self._paced:
+                # Busy only with this tick's calls, begun on its own time: a lane whose
+                # batch overran its deadline was abandoned, and is no longer the paced one.
+                continue
             name = lane.running()
             if name is not None:
                 stuck[name] = lane
@@ -118,19 +232,61 @@ class Sampler:
         return lane
 
     def run(self, method: str, budget_s: float) -> Dict[str, Section]:
+        """Call ``method`` on every probe now; wait at most ``budget_s``."""
         if not self.threaded:
             return {probe.name: _call_inline(probe, method) for probe in self.probes}
-        started = time.monotonic()
+        return self._run(method, time.monotonic(), None, budget_s)[0]
+
+    def run_at(
+        self, start: float, every_s: float, budget_s: float
+    ) -> Tuple[Dict[str, Section], _Began]:
+        """``sample`` every probe at ``start`` (monotonic), waiting at most until ``start +
+        budget_s``; also returns when the calls began. Expecting the next call for ``start +
+        every_s``, the lane is left to repeat the calls then on its own. Threaded only."""
+        return self._run("sample", start, every_s, budget_s)
+
+    def stop_pacing(self) -> None:
+        """Cancel the standing sample orders (the stream is ending)."""
+        if self._paced is not None:
+            self._paced.stop_repeating()
+            self._paced = None
+
+    def _run(
+        self, method: str, start: float, every: Optional[float], budget_s: float
+    ) -> Tuple[Dict[str, Section], _Began]:
         stuck = self._stuck()
         calls = [(p.name, getattr(p, method)) for p in self.probes if p.name not in stuck]
         results: Dict[str, _Outcome] = {}
         late: Optional[str] = None
+        began: Optional[_Began] = None
         if calls:
-            lane = self._free_lane()
-            lane.submit(calls)
-            if not lane.wait(started + budget_s - time.monotonic()):
+            lane, serial = self._lane_for(calls, start, every)
+            if lane.wait(serial, start, start + budget_s):
+                batch = lane.finished
+            else:
                 late = lane.abandon()
-            results = dict(lane.results)
+                if lane is self._paced:
+                    self._paced = None
+                batch = lane.batch  # what this tick's batch has so far, if it began at all
+            if batch[:2] == (serial, start):
+                results, began = dict(batch[2]), batch[3]
+        else:
+            delay = start - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # every probe is stuck: still keep the pace
+        if began is None:
+            began = (time.time(), time.monotonic(), time.process_time())
+        return self._sections(results, stuck, late, began[1], budget_s), began
+
+    def _sections(
+        self,
+        results: Dict[str, _Outcome],
+        stuck: Dict[str, _Lane],
+        late: Optional[str],
+        now: float,
+        budget_s: float,
+    ) -> Dict[str, Section]:
+        """Each probe's section: its result, or why there is none this tick."""
         sections: Dict[str, Section] = {}
         for probe in self.probes:
             name = probe.name
@@ -141,7 +297,7 @@ class Sampler:
                 # earlier call would carry old data under a new timestamp.
                 sections[name] = error_section(
                     "%s probe is still stuck in a call made %.1f s ago; skipped this tick"
-                    % (name, started - stuck[name].current_since),
+                    % (name, now - stuck[name].current_since),
                     timed_out=True,
                 )
             elif name == late:
@@ -157,7 +313,25 @@ class Sampler:
                 )
         return sections
 
+    def _lane_for(self, calls: _Calls, start: float, every: Optional[float]) -> Tuple[_Lane, int]:
+        """The lane that runs ``calls`` at ``start``, and the number of its orders."""
+        paced = self._paced
+        if paced is not None:
+            if every is not None:
+                serial = paced.standing(start, [name for name, _ in calls])
+                if serial is not None:
+                    return paced, serial  # already due to run them then: nothing to hand over
+            self.stop_pacing()  # other calls or another time: order them afresh
+        lane = self._free_lane()
+        serial = lane.order(calls, start, every)
+        if every is not None:
+            self._paced = lane
+        return lane, serial
+
     def close(self) -> None:
+        self.stop_pacing()
+        for lane in self._lanes:
+            lane.close()
         for probe in self.probes:
             with contextlib.suppress(Exception):  # best effort: the process is ending
                 probe.close()
@@ -224,8 +398,12 @@ class Stream:
         return protocol.hello(AGENT_VERSION, time.time(), self.interval_s, facts, self.sim_seed)
 
     def tick(self) -> protocol.Record:
-        ts, mono, cpu0 = time.time(), time.monotonic(), time.process_time()
-        sections = self.sampler.run("sample", self.budget_s)
+        """Sample now."""
+        began = (time.time(), time.monotonic(), time.process_time())
+        return self._record(self.sampler.run("sample", self.budget_s), began)
+
+    def _record(self, sections: Dict[str, Section], began: _Began) -> protocol.Record:
+        ts, mono, cpu0 = began
         self.seq += 1
         agent = {
             "cpu_ms": round((time.process_time() - cpu0) * 1000.0, 3),
@@ -238,19 +416,24 @@ class Stream:
         """Stream until stopped, ``count`` samples are written, or stdout closes.
 
         A closed stdout raises BrokenPipeError to the caller, which ends the agent quietly.
+        Threaded, ``stop`` is looked at once a tick (signals still interrupt at once).
         """
         self._write(self.hello())
-        next_tick = time.monotonic()
-        while not self.stop.is_set():
-            self._write(self.tick())
-            if count is not None and self.seq >= count:
-                return
-            next_tick += self.interval_s
-            now = time.monotonic()
-            if next_tick < now:
-                missed = int((now - next_tick) // self.interval_s) + 1
-                next_tick += missed * self.interval_s
-            self.stop.wait(next_tick - now)
+        tick = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if self.sampler.threaded:
+                    sections, began = self.sampler.run_at(tick, self.interval_s, self.budget_s)
+                    self._write(self._record(sections, began))
+                else:
+                    self._write(self.tick())
+                if count is not None and self.seq >= count:
+                    return
+                tick = next_tick(tick, self.interval_s, time.monotonic())
+                if not self.sampler.threaded:
+                    self.stop.wait(tick - time.monotonic())
+        finally:
+            self.sampler.stop_pacing()
 
     def close(self) -> None:
         self.sampler.close()

@@ -8,8 +8,9 @@ callers decide whether a failed read is an error on a field or on the whole sect
 
 from __future__ import annotations
 
+import errno
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 _MAX_READ = 1 << 16
 
@@ -56,3 +57,88 @@ def read_all(path: str) -> bytes:
     finally:
         os.close(fd)
     return b"".join(parts)
+
+
+#: Errors of a read through a held descriptor that mean the file behind it is gone (a
+#: network interface or device was removed): the path is opened afresh, once.
+_GONE = frozenset({errno.ENODEV, errno.ENOENT, errno.ESTALE})
+
+
+class HeldFile:
+    """A /proc or /sys file kept open, re-read with one ``pread`` from offset 0.
+
+    procfs and sysfs generate a file's text anew on every read from offset 0 (seq_file
+    resets at 0; sysfs re-runs the attribute's show), so a held descriptor always yields the
+    current value, and saves the ``open`` and ``close`` of every tick: on a virtualised node
+    those two calls cost as much as the read (path lookup through /proc/self, /sys links).
+    Not for files that are replaced by renaming (a held descriptor keeps the old one); a
+    regular file rewritten in place, as the tests' fakes are, reads like procfs.
+
+    Not thread-safe: one probe, one sampling thread at a time, like the probes themselves.
+    """
+
+    __slots__ = ("_fd", "_size", "keep_open", "path")
+
+    def __init__(self, path: str, size: int = _MAX_READ, keep_open: bool = True) -> None:
+        self.path = path
+        self._size = max(1, size)  # one read of this many bytes is expected to get it all
+        #: False: open and close on every read, as read_all does (a cap on descriptors).
+        self.keep_open = keep_open
+        self._fd: Optional[int] = None
+
+    def read(self) -> bytes:
+        """The whole file, now. Raises OSError; a file found gone is reopened once."""
+        if not self.keep_open:
+            return read_all(self.path)
+        fd = self._fd
+        if fd is None:
+            fd = self._open()
+        try:
+            return self._read_from(fd)
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                raise  # e.g. EINVAL from a down link's attribute: the file itself is fine
+            self.close()
+            return self._read_from(self._open())
+
+    def read_text(self) -> str:
+        """The whole file as stripped text, like :func:`read_text`."""
+        return self.read().decode("utf-8", "replace").strip()
+
+    def close(self) -> None:
+        """Release the descriptor; the next read opens the path again."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        # Tests and short-lived probes drop probes without close(): do not leak descriptors.
+        # os.close is bound here because module globals may be gone at interpreter exit.
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:  # noqa: SIM105 - contextlib, a global, may be gone at exit too
+                _close(fd)
+            except OSError:
+                pass
+
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._fd = fd
+        return fd
+
+    def _read_from(self, fd: int) -> bytes:
+        data = os.pread(fd, self._size, 0)
+        if len(data) < self._size:
+            return data  # procfs fills a read as far as the file goes: this is all of it
+        # A long file (/proc/stat with thousands of IRQs): read on from where that stopped,
+        # and ask for enough next time to get it in one read.
+        parts = [data]
+        offset = len(data)
+        while True:
+            chunk = os.pread(fd, _MAX_READ, offset)
+            parts.append(chunk)
+            offset += len(chunk)
+            if len(chunk) < _MAX_READ:
+                break
+        self._size = offset + _MAX_READ
+        return b"".join(parts)

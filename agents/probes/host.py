@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tidectl.agents.probes.base import Probe, Section, describe_error
-from tidectl.agents.probes.fsread import read_all, read_optional, read_text
+from tidectl.agents.probes.fsread import HeldFile, read_all, read_optional, read_text
 
 #: The keys of a sample, in wire order.
 SAMPLE_FIELDS = (
@@ -170,6 +170,9 @@ class HostProbe(Probe):
         self._meminfo_path = os.path.join(proc_root, "meminfo")
         self._loadavg_path = os.path.join(proc_root, "loadavg")
         self._uptime_path = os.path.join(proc_root, "uptime")
+        # Read every tick: kept open (see HeldFile), which halves the cost of each read.
+        self._stat_file = HeldFile(self._stat_path)
+        self._meminfo_file = HeldFile(self._meminfo_path)
         # psutil always reads the real /proc: with another root (a test's fake) it is used
         # only when asked for by name.
         self._real_root = os.path.realpath(proc_root) == "/proc"
@@ -287,6 +290,10 @@ class HostProbe(Probe):
             out["field_errors"] = errors
         return out
 
+    def close(self) -> None:
+        self._stat_file.close()
+        self._meminfo_file.close()
+
     def _cpu(self, busy: float, total: float) -> Optional[float]:
         now = (busy, total)
         pct = cpu_pct(self._prev_cpu, now)
@@ -296,7 +303,7 @@ class HostProbe(Probe):
     # /proc path
 
     def _stat(self) -> Dict[str, Any]:
-        stat = ProcStat(read_all(self._stat_path))
+        stat = ProcStat(self._stat_file.read())
         return {
             "cpu_pct": self._cpu(stat.busy, stat.total),
             "cpu_count": stat.cpu_count,
@@ -315,7 +322,7 @@ class HostProbe(Probe):
         return {"load1": float(parts[0]), "load5": float(parts[1]), "load15": float(parts[2])}
 
     def _meminfo(self) -> Dict[str, Any]:
-        data = read_all(self._meminfo_path)
+        data = self._meminfo_file.read()
         available = meminfo_bytes(data, b"MemAvailable")
         if available is None:  # kernels before 3.14: the old free + buffers + cache estimate
             parts = [meminfo_bytes(data, key) for key in (b"MemFree", b"Buffers", b"Cached")]
@@ -340,9 +347,10 @@ class HostProbe(Probe):
         return self._every(self._count_procs)
 
     def _count_procs(self) -> Dict[str, Any]:
-        # bytes names: listdir skips decoding each of the (often thousands of) entries
+        # bytes names: listdir skips decoding each of the (often thousands of) entries, and
+        # map() counts them in C, without a Python-level step per process.
         names = os.listdir(os.fsencode(self._proc_root))
-        return {"procs": sum(1 for n in names if n.isdigit())}
+        return {"procs": sum(map(bytes.isdigit, names))}
 
     def _every(self, count: Reader) -> Dict[str, Any]:
         """``count()`` once every PROCS_EVERY samples; its last result (or error) between."""

@@ -23,7 +23,8 @@ import contextlib
 import errno
 import os
 import re
-from typing import Dict, List, Optional, Tuple, Union
+from itertools import repeat as _repeat
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from tidectl.agents.probes import fsread
 from tidectl.agents.probes.base import Probe, Section
@@ -35,6 +36,9 @@ _Source = Union[int, str]
 _PORT_FIELDS = ("state", "phys_state", "rate", "lid", "sm_lid")
 #: HCA attributes of the hello facts.
 _HCA_FACTS = ("node_guid", "fw_ver", "hca_type", "board_id", "node_desc")
+
+#: What a read gave: the file's bytes, or the error it failed with.
+_Raw = Union[bytes, OSError]
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 #: Larger than any port attribute or counter (a u64 is 20 digits).
@@ -48,7 +52,18 @@ _DIGITS = re.compile(r"(\d+)")
 class _Port:
     """What one port's tick reads, worked out once."""
 
-    __slots__ = ("counters", "fields", "hca", "link_layer", "number")
+    __slots__ = (
+        "counter_fds",
+        "counter_names",
+        "counters",
+        "field_fds",
+        "fields",
+        "hca",
+        "last_fields",
+        "link_layer",
+        "number",
+        "parsed_fields",
+    )
 
     def __init__(self, hca: str, number: int) -> None:
         self.hca = hca
@@ -56,6 +71,24 @@ class _Port:
         self.link_layer: Optional[str] = None
         self.fields: List[Tuple[str, _Source]] = []
         self.counters: List[Tuple[str, _Source]] = []
+        # Filled by ``seal`` once the lists above are complete.
+        self.counter_names: Tuple[str, ...] = ()
+        self.field_fds: Optional[Tuple[int, ...]] = None
+        self.counter_fds: Optional[Tuple[int, ...]] = None
+        # The port attributes' bytes last tick and what they parsed to (see _port_fields).
+        self.last_fields: Optional[Tuple[_Raw, ...]] = None
+        self.parsed_fields: Tuple[Section, Dict[str, str]] = ({}, {})
+
+    def seal(self) -> None:
+        """Note the descriptors a tick reads in one batch (None when some file has none)."""
+        self.counter_names = tuple(name for name, _ in self.counters)
+        self.field_fds = _all_fds(self.fields)
+        self.counter_fds = _all_fds(self.counters)
+
+
+def _all_fds(sources: List[Tuple[str, _Source]]) -> Optional[Tuple[int, ...]]:
+    fds = tuple(source for _, source in sources if isinstance(source, int))
+    return fds if len(fds) == len(sources) else None
 
 
 #: An HCA's shape, from its directory listings: per port, its number and folder, and the
@@ -94,6 +127,9 @@ class IbProbe(Probe):
         self._ticks = 0
         self._hcas: Dict[str, _Hca] = {}
         self._order: List[_Hca] = []
+        # Every held descriptor of every port, in record order, read in one batch a tick;
+        # worked out again when the plan changes (None: not yet; ``()``: not possible).
+        self._batch: Optional[Tuple[Tuple[int, ...], List[Tuple[_Port, int, int, int]]]] = None
 
     # -- hello ---------------------------------------------------------------------------
 
@@ -144,6 +180,20 @@ class IbProbe(Probe):
         if relist:
             self._ticks = 0
         self._sync(present, relist)
+        batch = self._batch_plan()
+        if batch is not None:
+            fds, slices = batch
+            try:
+                raws = list(map(_pread, fds, _repeat(_READ_SIZE), _repeat(0)))
+            except OSError:
+                pass  # a read failed: the HCAs one by one below tell which, and re-plan
+            else:
+                return {
+                    "ports": [
+                        _port_record(port, raws[start:mid], raws[mid:end], False)
+                        for port, start, mid, end in slices
+                    ]
+                }
         ports: List[Section] = []
         for hca in list(self._order):
             records, gone = _sample_hca(hca)
@@ -158,6 +208,25 @@ class IbProbe(Probe):
         self._drop_all()
 
     # -- the plan ------------------------------------------------------------------------
+
+    def _batch_plan(self) -> Optional[Tuple[Tuple[int, ...], List[Tuple[_Port, int, int, int]]]]:
+        """All ports' descriptors in one tuple, and where each port's fields and counters are
+        in it; None when some file has no held descriptor (past the budget, or failing)."""
+        if self._batch is None:
+            fds: List[int] = []
+            slices = []
+            for hca in self._order:
+                for port in hca.ports:
+                    if port.field_fds is None or port.counter_fds is None:
+                        self._batch = ((), [])
+                        return None
+                    start = len(fds)
+                    fds.extend(port.field_fds)
+                    mid = len(fds)
+                    fds.extend(port.counter_fds)
+                    slices.append((port, start, mid, len(fds)))
+            self._batch = (tuple(fds), slices)
+        return self._batch if self._batch[0] else None
 
     def _sync(self, present: Dict[str, int], relist: bool) -> None:
         """Follow the class folder; on a relist tick, re-plan HCAs whose listings changed."""
@@ -178,12 +247,14 @@ class IbProbe(Probe):
                 changed = True
         if changed:
             self._order = sorted(self._hcas.values(), key=lambda hca: _natural(hca.name))
+            self._batch = None
 
     def _replan(self, hca: _Hca) -> _Hca:
         self._drop(hca)
         fresh = self._plan(hca.name, hca.ino)
         self._hcas[hca.name] = fresh
         self._order = sorted(self._hcas.values(), key=lambda item: _natural(item.name))
+        self._batch = None
         return fresh
 
     def _plan(self, name: str, ino: int) -> _Hca:
@@ -201,6 +272,7 @@ class IbProbe(Probe):
             for counter in names:
                 source = self._open(os.path.join(counter_folder, counter), hca)
                 port.counters.append((counter, source))
+            port.seal()
             hca.ports.append(port)
         return hca
 
@@ -229,6 +301,7 @@ class IbProbe(Probe):
         for hca in list(self._hcas.values()):
             self._drop(hca)
         self._order = []
+        self._batch = None
 
 
 # -- reading one tick ------------------------------------------------------------------------
@@ -237,18 +310,39 @@ class IbProbe(Probe):
 _pread = os.pread
 
 
-def _read(source: _Source) -> bytes:
-    if isinstance(source, int):
-        return _pread(source, _READ_SIZE, 0)
-    return _read_path(source)
-
-
 def _read_path(path: str) -> bytes:
     fd = os.open(path, _OPEN_FLAGS)
     try:
         return os.read(fd, _READ_SIZE)
     finally:
         os.close(fd)
+
+
+def _read_one(source: _Source) -> _Raw:
+    try:
+        if isinstance(source, int):
+            return _pread(source, _READ_SIZE, 0)
+        return _read_path(source)
+    except OSError as exc:
+        return exc
+
+
+def _read_batch(
+    fds: Optional[Tuple[int, ...]], sources: List[Tuple[str, _Source]]
+) -> Tuple[List[_Raw], bool]:
+    """Every file's bytes or its error, in ``sources`` order, and whether any read failed.
+
+    With a descriptor held for each file, ``map`` runs the preads from C: a Python loop with
+    a try block per file costs as much CPU as the system calls themselves. Only when a read
+    fails (rare: a removed device) is the batch read again one file at a time, to tell which.
+    """
+    if fds is not None:
+        try:
+            return list(map(_pread, fds, _repeat(_READ_SIZE), _repeat(0))), False
+        except OSError:
+            pass
+    raws = [_read_one(source) for _, source in sources]
+    return raws, any(isinstance(raw, OSError) for raw in raws)
 
 
 def _sample_hca(hca: _Hca) -> Tuple[List[Section], bool]:
@@ -263,29 +357,74 @@ def _sample_hca(hca: _Hca) -> Tuple[List[Section], bool]:
 
 
 def _sample_port(port: _Port) -> Tuple[Section, bool]:
-    errors: Dict[str, str] = {}
+    """The port's record, reading its files itself; and whether a read found it gone."""
+    raw_fields, fields_failed = _read_batch(port.field_fds, port.fields)
+    raw_counters, counters_failed = _read_batch(port.counter_fds, port.counters)
     gone = False
-    text: Dict[str, str] = {}
-    for name, source in port.fields:
-        try:
-            text[name] = _read(source).decode("ascii", "replace").strip()
-        except OSError as exc:
-            errors[name] = _read_error(exc)
-            gone = gone or exc.errno in _GONE
+    if fields_failed or counters_failed:
+        gone = any(
+            isinstance(raw, OSError) and raw.errno in _GONE for raw in raw_fields + raw_counters
+        )
+    return _port_record(port, raw_fields, raw_counters, fields_failed), gone
+
+
+def _port_record(
+    port: _Port, raw_fields: Sequence[_Raw], raw_counters: Sequence[_Raw], fields_failed: bool
+) -> Section:
+    """The port's record from what its files gave."""
+    head, field_errors = _port_fields(port, raw_fields, fields_failed)
+    errors = dict(field_errors)
+    try:
+        # The common case in one C-level pass: int() takes the bytes, newline and all, and
+        # raises TypeError on a failed read's OSError, which the slow path then reports.
+        values: List[int] = list(map(int, raw_counters))  # type: ignore[arg-type]
+        counters = dict(zip(port.counter_names, values))  # noqa: B905 - same length
+    except (TypeError, ValueError):
+        counters = _counters_one_by_one(port.counter_names, raw_counters, errors)
+    xmit_words = counters.get("port_xmit_data")
+    rcv_words = counters.get("port_rcv_data")
+    record = head.copy()
+    record["counters"] = counters
+    record["counter_errors"] = errors
+    # PortXmitData/PortRcvData count 4-byte words (IBA PortCounters).
+    record["xmit_bytes"] = xmit_words * 4 if xmit_words is not None else None
+    record["rcv_bytes"] = rcv_words * 4 if rcv_words is not None else None
+    return record
+
+
+def _counters_one_by_one(
+    names: Tuple[str, ...], raws: Sequence[_Raw], errors: Dict[str, str]
+) -> Dict[str, int]:
     counters: Dict[str, int] = {}
-    for name, source in port.counters:
-        try:
-            # Inlined _read: this loop runs ~20 times per port per tick.
-            data = _pread(source, _READ_SIZE, 0) if isinstance(source, int) else _read_path(source)
-        except OSError as exc:
-            errors[name] = _read_error(exc)
-            gone = gone or exc.errno in _GONE
+    for name, raw in zip(names, raws):  # noqa: B905 - same length
+        if isinstance(raw, OSError):
+            errors[name] = _read_error(raw)
             continue
         try:
-            counters[name] = int(data)
+            counters[name] = int(raw)
         except ValueError:
             # Older kernels print "N/A (no PMA)" when the counter query fails.
-            errors[name] = _unrecognised(data.decode("ascii", "replace"), "not a number")
+            errors[name] = _unrecognised(raw.decode("ascii", "replace"), "not a number")
+    return counters
+
+
+def _port_fields(port: _Port, raws: Sequence[_Raw], failed: bool) -> Tuple[Section, Dict[str, str]]:
+    """The record's fields up to ``sm_lid``, and the errors found on the way.
+
+    State, rate and LIDs rarely change, so the bytes of the last tick are kept with what
+    they parsed to: the same bytes (read afresh every tick) give the same fields without
+    parsing them again. Errors are not kept: a failed read is parsed every tick.
+    """
+    key = tuple(raws)
+    if key == port.last_fields:
+        return port.parsed_fields
+    errors: Dict[str, str] = {}
+    text: Dict[str, str] = {}
+    for (name, _), raw in zip(port.fields, raws):  # noqa: B905 - same length
+        if isinstance(raw, OSError):
+            errors[name] = _read_error(raw)
+        else:
+            text[name] = raw.decode("ascii", "replace").strip()
     state, state_name = _numbered(text, "state", errors)
     phys_state, phys_state_name = _numbered(text, "phys_state", errors)
     rate = text.get("rate")
@@ -294,9 +433,7 @@ def _sample_port(port: _Port) -> Tuple[Section, bool]:
         rate_gbps = _parse_rate(rate)
         if rate_gbps is None:
             errors["rate"] = _unrecognised(rate)
-    xmit_words = counters.get("port_xmit_data")
-    rcv_words = counters.get("port_rcv_data")
-    record: Section = {
+    head: Section = {
         "hca": port.hca,
         "port": port.number,
         "state": state,
@@ -308,13 +445,11 @@ def _sample_port(port: _Port) -> Tuple[Section, bool]:
         "rate_gbps": rate_gbps,
         "lid": _hex_field(text, "lid", errors),
         "sm_lid": _hex_field(text, "sm_lid", errors),
-        "counters": counters,
-        "counter_errors": errors,
-        # PortXmitData/PortRcvData count 4-byte words (IBA PortCounters).
-        "xmit_bytes": xmit_words * 4 if xmit_words is not None else None,
-        "rcv_bytes": rcv_words * 4 if rcv_words is not None else None,
     }
-    return record, gone
+    if not failed:
+        port.last_fields = key
+        port.parsed_fields = (head, errors)
+    return head, errors
 
 
 def _numbered(

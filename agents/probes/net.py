@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tidectl.agents.probes.base import Probe, Section, describe_error
-from tidectl.agents.probes.fsread import read_optional, read_text
+from tidectl.agents.probes.fsread import HeldFile, read_optional, read_text
 
 #: Errors of a sysfs read that mean "the link or driver has no such value right now".
 _UNSUPPORTED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
@@ -29,6 +29,10 @@ _CARRIER_OK_STATES = frozenset({"up", "dormant"})
 #: changes, and at least every this many samples for what it does not show: a bond's speed
 #: as its slaves come and go, a down link's carrier going from admin-down (EINVAL) to 0.
 REFRESH_EVERY = 10
+
+#: At most this many ``operstate`` files are kept open (see HeldFile); a node with more
+#: interfaces (a Kubernetes node's veths) opens the rest on each read, slower but correct.
+MAX_HELD_FILES = 256
 
 #: ethtool's SPEED_UNKNOWN is -1; old kernels print it unsigned.
 _SPEED_UNKNOWN = frozenset({0xFFFFFFFF, 0xFFFF})
@@ -84,10 +88,11 @@ class NetProbe(Probe):
         sysfs_root: str = "/sys",
         ignore: Sequence[str] = ("lo",),
     ) -> None:
-        self._dev_path = os.path.join(proc_root, "net", "dev")
+        self._dev_file = HeldFile(os.path.join(proc_root, "net", "dev"))
         self._class_net = os.path.join(sysfs_root, "class", "net")
         self._ignore = tuple(ignore)
-        self._links: Dict[str, _Link] = {}  # per interface name: paths and cached speed
+        self._links: Dict[str, _Link] = {}  # per interface name: held file, cached state
+        self._names: Tuple[str, ...] = ()  # /proc/net/dev's interfaces last tick, in order
         self._ignored: Dict[str, bool] = {}
 
     def _skip(self, name: str) -> bool:
@@ -106,8 +111,8 @@ class NetProbe(Probe):
                 continue
             base = os.path.join(self._class_net, name)
             errors: Dict[str, str] = {}
-            speed = self._read(base + "/speed", parse_speed, "speed_mbps", errors)
-            mtu = self._read(base + "/mtu", int, "mtu", errors)
+            speed = self._read_path(base + "/speed", parse_speed, "speed_mbps", errors)
+            mtu = self._read_path(base + "/mtu", int, "mtu", errors)
             try:
                 driver: Optional[str] = os.path.basename(os.readlink(base + "/device/driver"))
             except OSError:
@@ -125,28 +130,35 @@ class NetProbe(Probe):
         return {"nics": nics}
 
     def sample(self) -> Section:
-        counters = parse_net_dev(read_text(self._dev_path))
+        counters = parse_net_dev(self._dev_file.read().decode("utf-8", "replace"))
+        names = tuple(counters)
+        if names != self._names:
+            self._follow(names)
         nics: Dict[str, Section] = {}
         for name, nic in counters.items():
             if self._skip(name):
                 continue
             link = self._links.get(name)
             if link is None:
-                if len(self._links) > 4096:  # interfaces come and go (veths): stay bounded
-                    self._links.clear()
-                link = self._links[name] = _Link(os.path.join(self._class_net, name))
+                link = self._links[name] = _Link(
+                    os.path.join(self._class_net, name), hold=len(self._links) < MAX_HELD_FILES
+                )
             errors: Dict[str, str] = {}
             out: Section = nic  # a fresh dict per sample: the counters, then the link state
-            operstate = self._read(link.operstate_path, str, "operstate", errors)
             link.age += 1
+            if link.age >= REFRESH_EVERY:
+                # Reopen now and then: a name taken over by another device within one tick
+                # (a rename, netns moves) is not left reading the old device's file.
+                link.operstate_file.close()
+            operstate = self._read(link.operstate_file.read_text, "operstate", errors)
             if operstate != link.operstate or link.age >= REFRESH_EVERY or link.failed:
                 link.age = 0
                 link.operstate = operstate
                 if operstate in _CARRIER_OK_STATES:
                     link.carrier = True
                 else:
-                    link.carrier = self._read(link.carrier_path, _carrier, "carrier", errors)
-                link.speed = self._read(link.speed_path, parse_speed, "speed_mbps", errors)
+                    link.carrier = self._read_path(link.carrier_path, _carrier, "carrier", errors)
+                link.speed = self._read_path(link.speed_path, parse_speed, "speed_mbps", errors)
                 link.failed = len(errors) > ("operstate" in errors)
             out["operstate"] = operstate
             out["carrier"] = link.carrier
@@ -156,8 +168,36 @@ class NetProbe(Probe):
             nics[name] = out
         return {"nics": nics}
 
+    def _follow(self, names: Tuple[str, ...]) -> None:
+        """The interfaces changed: forget those gone, and reopen the held files of the rest.
+
+        A held file follows its device, not its name: after a rename (udev's eth0 -> ens1f0)
+        another device may carry the old name. The kernel lists interfaces in index order,
+        so any rename or replacement changes this tuple, even when the set of names is alike.
+        """
+        present = set(names)
+        for name, link in list(self._links.items()):
+            link.operstate_file.close()
+            if name not in present:
+                del self._links[name]
+        self._names = names
+
+    def close(self) -> None:
+        self._dev_file.close()
+        for link in self._links.values():
+            link.operstate_file.close()
+
     @staticmethod
-    def _read(path: str, parse: Any, key: str, errors: Dict[str, str]) -> Any:
+    def _read(read: Callable[[], str], key: str, errors: Dict[str, str]) -> Optional[str]:
+        try:
+            return read()
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                errors[key] = describe_error(exc)
+        return None
+
+    @staticmethod
+    def _read_path(path: str, parse: Any, key: str, errors: Dict[str, str]) -> Any:
         try:
             return parse(read_text(path))
         except OSError as exc:
@@ -177,13 +217,13 @@ class _Link:
         "carrier_path",
         "failed",
         "operstate",
-        "operstate_path",
+        "operstate_file",
         "speed",
         "speed_path",
     )
 
-    def __init__(self, base: str) -> None:
-        self.operstate_path = base + "/operstate"
+    def __init__(self, base: str, hold: bool = True) -> None:
+        self.operstate_file = HeldFile(base + "/operstate", 64, keep_open=hold)
         self.carrier_path = base + "/carrier"
         self.speed_path = base + "/speed"
         self.operstate: Optional[str] = None

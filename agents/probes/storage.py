@@ -20,10 +20,21 @@ import re
 import select
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from tidectl.agents.probes.base import Probe, Section, describe_error
-from tidectl.agents.probes.fsread import read_all
+from tidectl.agents.probes.fsread import HeldFile
 
 #: Filesystems worth watching, by ``fstype`` as mountinfo spells it, and their ``kind``.
 #: Everything else (proc, sysfs, cgroup, overlay, squashfs, nsfs, vfat...) is dropped.
@@ -168,27 +179,58 @@ def _is_partition(name: str, names: Any) -> bool:
     return base.endswith("p") and base[-2:-1].isdigit() and base[:-1] in names
 
 
+def whole_disks(names: Sequence[str]) -> List[int]:
+    """Which of /proc/diskstats' devices are whole disks (no partitions, loop, RAM or zram
+    devices), as indexes into ``names``."""
+    candidates = [
+        (i, name) for i, name in enumerate(names) if not name.startswith(SKIP_DISK_PREFIXES)
+    ]
+    present = {name for _, name in candidates}
+    return [i for i, name in candidates if not _is_partition(name, present)]
+
+
+def _disk_counters(p: Sequence[Any]) -> Dict[str, int]:
+    # int() takes str and bytes alike
+    return {
+        "reads": int(p[3]),
+        "writes": int(p[7]),
+        "read_bytes": int(p[5]) * _SECTOR,
+        "write_bytes": int(p[9]) * _SECTOR,
+        "io_ms": int(p[12]),
+    }
+
+
 def parse_diskstats(text: str) -> Dict[str, Dict[str, int]]:
     """/proc/diskstats counters of whole disks (no partitions, loop, RAM or zram devices)."""
-    rows: List[Tuple[str, List[str]]] = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 14 or parts[2].startswith(SKIP_DISK_PREFIXES):
-            continue
-        rows.append((parts[2], parts))
-    names = {name for name, _ in rows}
-    out: Dict[str, Dict[str, int]] = {}
-    for name, p in rows:
-        if _is_partition(name, names):
-            continue
-        out[name] = {
-            "reads": int(p[3]),
-            "writes": int(p[7]),
-            "read_bytes": int(p[5]) * _SECTOR,
-            "write_bytes": int(p[9]) * _SECTOR,
-            "io_ms": int(p[12]),
-        }
-    return out
+    rows = [parts for parts in (line.split() for line in text.splitlines()) if len(parts) >= 14]
+    return {rows[i][2]: _disk_counters(rows[i]) for i in whole_disks([r[2] for r in rows])}
+
+
+class DiskStats:
+    """/proc/diskstats, read each tick through a held descriptor.
+
+    Which devices are whole disks is worked out again only when the list of devices changes:
+    it is most of the parsing, and a node's disks rarely change.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._file = HeldFile(path)
+        self._names: Optional[List[bytes]] = None
+        self._keep: List[Tuple[int, str]] = []  # (row index, device name) of the whole disks
+
+    def read(self) -> Dict[str, Dict[str, int]]:
+        rows = [
+            parts for parts in map(bytes.split, self._file.read().splitlines()) if len(parts) >= 14
+        ]
+        names = [parts[2] for parts in rows]
+        if names != self._names:
+            decoded = [name.decode("ascii", "replace") for name in names]
+            self._keep = [(i, decoded[i]) for i in whole_disks(decoded)]
+            self._names = names
+        return {name: _disk_counters(rows[i]) for i, name in self._keep}
+
+    def close(self) -> None:
+        self._file.close()
 
 
 # --- the stale check -----------------------------------------------------------------------
@@ -428,13 +470,22 @@ _NO_USAGE: Dict[str, Optional[int]] = dict.fromkeys(
 )
 
 
+#: Kinds of filesystem whose ``statvfs`` is called on the sampling thread itself. Local disks
+#: and tmpfs answer it from counters in memory, without I/O, and handing the call to a
+#: thread costs more CPU than the call (two thread switches a tick). Should one still hang
+#: (a wedged driver), the whole probe is late, and the runner's deadline reports the
+#: storage section as timed out: the agent goes on.
+INLINE_KINDS = ("local", "memory")
+
+
 class StorageProbe(Probe):
     """Mounts (local, network, parallel, /dev/shm) with usage, stale check and disk I/O.
 
     ``statvfs`` is the call made for each mount (tests inject one that blocks);
     ``include_fstypes`` maps the filesystem types kept to their ``kind``; ``max_threads``
-    bounds the stale check's threads, stuck ones included. When mountinfo or diskstats
-    cannot be read, that half is null and named in ``field_errors``.
+    bounds the stale check's threads, stuck ones included; ``inline_kinds`` are the kinds
+    checked without the stale check (see INLINE_KINDS). When mountinfo or diskstats cannot
+    be read, that half is null and named in ``field_errors``.
     """
 
     name = "storage"
@@ -446,12 +497,21 @@ class StorageProbe(Probe):
         statvfs: Callable[[str], Any] = os.statvfs,
         include_fstypes: Optional[Mapping[str, str]] = None,
         max_threads: int = 8,
+        *,
+        inline_kinds: Collection[str] = INLINE_KINDS,
     ) -> None:
         self._budget_s = budget_s
-        self._diskstats_path = os.path.join(proc_root, "diskstats")
+        self._statvfs = statvfs
+        self._inline_kinds = frozenset(inline_kinds)
+        self._disks = DiskStats(os.path.join(proc_root, "diskstats"))
         fstypes = DEFAULT_FSTYPES if include_fstypes is None else dict(include_fstypes)
         self._table = MountTable(os.path.join(proc_root, "self", "mountinfo"), fstypes)
         self._checker = StatvfsChecker(statvfs, max_threads=max_threads)
+        # Per mount of the table last seen: the fixed head of its record, and whether its
+        # statvfs is called inline; rebuilt only when the table changes.
+        self._plan_of: Optional[List[Mount]] = None
+        self._plan: List[Tuple[str, Section, bool]] = []
+        self._threaded: List[str] = []
 
     @property
     def checker(self) -> StatvfsChecker:
@@ -481,9 +541,7 @@ class StorageProbe(Probe):
             errors["mounts"] = describe_error(exc)
             failed: Exception = exc
         try:
-            section["disks"] = parse_diskstats(
-                read_all(self._diskstats_path).decode("ascii", "replace")
-            )
+            section["disks"] = self._disks.read()
         except Exception as exc:
             errors["disks"] = describe_error(exc)
             failed = exc
@@ -493,21 +551,48 @@ class StorageProbe(Probe):
             section["field_errors"] = errors
         return section
 
-    def _sample_mounts(self) -> List[Section]:
+    def _mount_plan(self) -> Tuple[List[Tuple[str, Section, bool]], List[str]]:
+        """Per mount: its path, the fixed head of its record, whether it is checked inline;
+        and the paths for the stale check. Rebuilt only when the mount table changes."""
         mounts = self._table.mounts()
-        stuck = self._checker.running()
-        todo = [m.entry.mountpoint for m in mounts if m.entry.mountpoint not in stuck]
-        results, running = self._checker.run(todo, self._budget_s)
-        answers = dict(zip(todo, results))  # noqa: B905 - same length; strict= is 3.10+
+        if mounts is not self._plan_of:  # the table keeps its list until mountinfo changes
+            self._plan = [
+                (
+                    m.entry.mountpoint,
+                    {
+                        "mountpoint": display(m.entry.mountpoint),
+                        "fstype": m.entry.fstype,
+                        "kind": m.kind,
+                    },
+                    m.kind in self._inline_kinds,
+                )
+                for m in mounts
+            ]
+            self._threaded = [path for path, _, inline in self._plan if not inline]
+            self._plan_of = mounts
+        return self._plan, self._threaded
+
+    def _sample_mounts(self) -> List[Section]:
+        plan, threaded = self._mount_plan()
+        answers: Dict[str, Any] = {}
+        stuck: Dict[str, float] = {}
+        running: Dict[str, float] = {}
+        if threaded:
+            stuck = self._checker.running()
+            todo = [path for path in threaded if path not in stuck]
+            results, running = self._checker.run(todo, self._budget_s)
+            answers = dict(zip(todo, results))  # noqa: B905 - same length; strict= is 3.10+
+        statvfs = self._statvfs
+        for path, _, inline in plan:
+            if inline:
+                try:
+                    answers[path] = statvfs(path)
+                except Exception as exc:  # reported on the mount
+                    answers[path] = exc
         now = time.monotonic()
         out: List[Section] = []
-        for m in mounts:
-            path = m.entry.mountpoint
-            record: Section = {
-                "mountpoint": display(path),
-                "fstype": m.entry.fstype,
-                "kind": m.kind,
-            }
+        for path, head, _ in plan:
+            record = head.copy()
             answer = answers.get(path)
             stale = False
             error: Optional[str] = None
@@ -532,3 +617,4 @@ class StorageProbe(Probe):
     def close(self) -> None:
         self._checker.close()
         self._table.close()
+        self._disks.close()

@@ -237,17 +237,37 @@ def test_reads_per_sample_are_few_and_speed_is_refreshed(
         return inner(path)
 
     monkeypatch.setattr(netmod, "read_text", counting)
+    # operstate is read through a held descriptor (fsread.HeldFile), not by path.
+    held_read = fsread.HeldFile.read
+
+    def counting_held(self: fsread.HeldFile) -> bytes:
+        reads.append(os.path.relpath(self.path, sysfs.path))
+        return held_read(self)
+
+    monkeypatch.setattr(fsread.HeldFile, "read", counting_held)
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str, flags: int, mode: int = 0o777) -> int:
+        opened.append(os.path.relpath(path, sysfs.path))
+        return real_open(path, flags, mode)
+
     probe = NetProbe(proc_root=proc.path, sysfs_root=sysfs.path)
+    monkeypatch.setattr(os, "open", counting_open)
     probe.sample()
     # An up link's carrier is never read: the kernel says "up" only with a carrier. A down
     # link's is: down may be "no cable" (0) or "admin down" (EINVAL).
     assert "class/net/ens1f0np0/carrier" not in reads
     assert "class/net/docker0/carrier" in reads
     reads.clear()
+    opened.clear()
     second = probe.sample()["nics"]
-    # Then, while nothing changes, one read per interface: operstate.
+    monkeypatch.setattr(os, "open", real_open)
+    # Then, while nothing changes, one read per interface: operstate, from a descriptor
+    # held since the first sample, so no file at all is opened.
     sysfs_reads = sorted(r for r in reads if r.startswith("class/"))
     assert sysfs_reads == sorted(f"class/net/{n}/operstate" for n in second)
+    assert [path for path in opened if path.startswith("class/")] == []
     assert second["ens1f0np0"]["carrier"] is True
     assert second["docker0"]["carrier"] is False
 

@@ -26,12 +26,15 @@ from tests.fakes.procfs import (
 )
 from tidectl.agents.probes.storage import (
     DEFAULT_FSTYPES,
+    INLINE_KINDS,
+    DiskStats,
     StorageProbe,
     parse_diskstats,
     parse_mountinfo,
     select_mounts,
     unescape,
 )
+from tidectl.agents.runner import Sampler
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,18 +108,23 @@ def statvfs_result(
 
 
 class FakeStatvfs:
-    """statvfs over a table of answers; calls for ``block`` paths wait for ``release``."""
+    """statvfs over a table of answers; calls for ``block`` paths wait for ``release``.
+
+    ``threads`` notes which thread made each path's last call.
+    """
 
     def __init__(self, block: tuple[str, ...] = ()) -> None:
         self.block = set(block)
         self.release = threading.Event()
         self.calls: Counter[str] = Counter()
         self.answers: dict[str, os.statvfs_result | OSError] = {}
+        self.threads: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __call__(self, path: str) -> os.statvfs_result:
         with self._lock:
             self.calls[path] += 1
+            self.threads[path] = threading.get_ident()
         if path in self.block:
             self.release.wait()
         answer = self.answers.get(path, statvfs_result(1000, 250, 200))
@@ -265,6 +273,24 @@ def test_diskstats_old_kernel_layout_of_14_fields() -> None:
 
 
 # --- the probe -----------------------------------------------------------------------------
+
+
+def test_diskstats_reader_follows_new_devices_and_fresh_counters(proc: FakeProc) -> None:
+    reader = DiskStats(os.path.join(proc.path, "diskstats"))
+    try:
+        assert reader.read() == parse_diskstats(diskstats_text(DISKS))
+        # Same devices, new counters: read afresh (the descriptor is held, not the values).
+        busier = [*DISKS[:5], Disk(8, 0, "sda", reads=99, sectors_read=800), *DISKS[6:]]
+        proc.write("diskstats", diskstats_text(busier))
+        assert reader.read()["sda"]["reads"] == 99
+        # A disk and its partition appear: the choice of whole disks is made again.
+        more = [*busier, Disk(259, 3, "nvme1n1", reads=5), Disk(259, 4, "nvme1n1p1", reads=4)]
+        proc.write("diskstats", diskstats_text(more, fields=14))
+        disks = reader.read()
+        assert list(disks) == ["nvme0n1", "sda", "md0", "dm-0", "mmcblk0", "nvme1n1"]
+        assert disks == parse_diskstats(diskstats_text(more, fields=14))
+    finally:
+        reader.close()
 
 
 def test_facts_list_mounts_with_device_kind_and_options(proc: FakeProc) -> None:
@@ -421,9 +447,10 @@ def test_stuck_threads_are_bounded_when_many_mounts_hang(proc: FakeProc) -> None
 
 def test_a_slow_mount_does_not_stop_the_others_being_checked(proc: FakeProc) -> None:
     # The first thread hangs on "/", the helper started for it hangs on /dev/shm: a third
-    # one is started, so the rest are still answered within the same sample.
+    # one is started, so the rest are still answered within the same sample. (Local mounts
+    # go through the stale check here because inline_kinds is empty.)
     fake = FakeStatvfs(block=("/", "/dev/shm"))
-    probe = make_probe(proc, fake, budget_s=BUDGET)
+    probe = make_probe(proc, fake, budget_s=BUDGET, inline_kinds=())
     try:
         mounts = {m["mountpoint"]: m for m in probe.sample()["mounts"]}
     finally:
@@ -432,6 +459,99 @@ def test_a_slow_mount_does_not_stop_the_others_being_checked(proc: FakeProc) -> 
     assert mounts["/"]["stale"] is True
     assert mounts["/dev/shm"]["stale"] is True
     assert all(mounts[p]["error"] is None for p, _ in KEPT[2:])
+
+
+def test_a_slow_network_mount_does_not_stop_the_others_being_checked(proc: FakeProc) -> None:
+    # The same with the default inline kinds: the stale check's first two mounts hang.
+    fake = FakeStatvfs(block=("/home", "/lustre/scratch"))
+    probe = make_probe(proc, fake, budget_s=BUDGET)
+    try:
+        mounts = {m["mountpoint"]: m for m in probe.sample()["mounts"]}
+    finally:
+        fake.release.set()
+        probe.close()
+    assert mounts["/home"]["stale"] is True
+    assert mounts["/lustre/scratch"]["stale"] is True
+    others = [p for p, _ in KEPT if p not in ("/home", "/lustre/scratch")]
+    assert all(mounts[p]["error"] is None and mounts[p]["size_bytes"] for p in others)
+
+
+# --- local mounts inline --------------------------------------------------------------------
+
+
+def test_local_and_memory_mounts_are_checked_inline_and_the_rest_on_threads(
+    proc: FakeProc,
+) -> None:
+    assert INLINE_KINDS == ("local", "memory")
+    fake = FakeStatvfs()
+    fake.answers["/raid"] = statvfs_result(1_000_000, 250_000, 200_000, files=5000, ffree=1000)
+    fake.answers["/home"] = OSError(errno.ESTALE, os.strerror(errno.ESTALE), "/home")
+    fake.answers["/"] = OSError(errno.EIO, os.strerror(errno.EIO), "/")
+    probe = make_probe(proc, fake)
+    try:
+        section = probe.sample()
+    finally:
+        probe.close()
+    me = threading.get_ident()
+    kinds = dict(KEPT)
+    for path, kind in kinds.items():
+        assert (fake.threads[path] == me) is (kind in ("local", "memory")), path
+    # Both ways give the same record, errors included.
+    threaded_fake = FakeStatvfs()
+    threaded_fake.answers = fake.answers
+    threaded = make_probe(proc, threaded_fake, inline_kinds=())
+    try:
+        assert threaded.sample() == section
+    finally:
+        threaded.close()
+    assert all(threaded_fake.threads[p] != me for p in kinds)
+    by_path = {m["mountpoint"]: m for m in section["mounts"]}
+    assert by_path["/raid"]["used_bytes"] == 750_000 * 4096
+    assert by_path["/"]["error"] == "OSError: [Errno 5] Input/output error: '/'"
+    assert by_path["/"]["stale"] is False
+
+
+def test_a_node_with_only_local_mounts_starts_no_thread(tmp_path: Path) -> None:
+    fake_proc = FakeProc(tmp_path / "proc")
+    local = [m for m in HPC_MOUNTS if DEFAULT_FSTYPES.get(m.fstype) in ("local", "memory", None)]
+    fake_proc.write("self/mountinfo", mountinfo_text(local))
+    fake_proc.write("diskstats", diskstats_text(DISKS))
+    before = threading.active_count()
+    probe = make_probe(fake_proc, FakeStatvfs())
+    try:
+        mounts = [m["mountpoint"] for m in probe.sample()["mounts"]]
+        probe.sample()
+        assert mounts == ["/", "/dev/shm", "/raid"]
+        assert probe.checker.threads == 0
+        assert threading.active_count() == before
+    finally:
+        probe.close()
+
+
+def test_a_hung_local_mount_times_out_the_section_not_the_agent(proc: FakeProc) -> None:
+    # Inline, a hung local statvfs holds up the probe itself: the runner's deadline says so.
+    fake = FakeStatvfs(block=("/raid",))
+    probe = make_probe(proc, fake)
+    sampler = Sampler([probe])
+    try:
+        start = time.monotonic()
+        first = sampler.run("sample", BUDGET)["storage"]
+        assert time.monotonic() - start <= BUDGET + SLACK
+        assert first["timed_out"] is True
+        assert "did not finish within 0.30 s" in first["error"]
+        start = time.monotonic()
+        second = sampler.run("sample", BUDGET)["storage"]
+        assert time.monotonic() - start < BUDGET  # not waited for again
+        assert "still stuck" in second["error"]
+        assert fake.calls["/raid"] == 1
+        fake.release.set()
+        wait_until(lambda: sampler.run("sample", BUDGET)["storage"].get("mounts") is not None)
+        mounts = {m["mountpoint"]: m for m in sampler.run("sample", BUDGET)["storage"]["mounts"]}
+        assert mounts["/raid"]["stale"] is False
+        assert mounts["/raid"]["size_bytes"] == 1000 * 4096
+    finally:
+        fake.release.set()
+        sampler.close()
 
 
 EXIT_SCRIPT = textwrap.dedent(

@@ -1,0 +1,165 @@
+"""The collector's cost at scale: N simulated nodes at 1 Hz, the sim server in another process.
+
+Starts ``tidectl sim serve --nodes N`` as a subprocess, then runs the real Collector and Fleet
+in this process against it (real SSH, real agent deploy over SFTP, real decoding). After a
+warm-up it measures, over ``--seconds``:
+
+* this process's CPU (user + system) as a share of one core;
+* the latency from each sample's timestamp (taken on the simulated node when the tick
+  started) to the moment the fleet applied it: median, p99, max;
+* samples applied per second, and nodes streaming.
+
+    python bench/collector_load.py --nodes 1000 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tidectl.console import schema
+from tidectl.console.collector import Collector
+from tidectl.console.config.loader import load_config
+from tidectl.console.fleet import Fleet
+from tidectl.console.model import LinkState
+
+GOAL_CPU_PCT = 15.0
+GOAL_P99_MS = 200.0
+
+
+class TimedFleet(Fleet):
+    """The real fleet, noting how old each sample is when it is applied."""
+
+    latencies: list[float]
+    recording = False
+
+    def on_sample(self, name: str, sample: schema.Sample) -> None:
+        super().on_sample(name, sample)
+        if self.recording:
+            self.latencies.append(time.time() - float(sample.ts))
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(
+    config_path: Path, nodes: int, warmup_s: float, seconds: float
+) -> dict[str, object]:
+    config = load_config(config_path)
+    fleet = TimedFleet(config.nodes, config.health)
+    fleet.latencies = []
+    started = time.monotonic()
+    async with Collector(config, fleet) as collector:
+        deadline = started + warmup_s + 120
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            streaming = sum(n.link is LinkState.STREAMING for n in fleet.nodes.values())
+            if streaming == nodes and time.monotonic() - started >= warmup_s:
+                break
+        connect_s = time.monotonic() - started
+        fleet.recording = True
+        cpu0, wall0, decoded0 = _cpu_s(), time.monotonic(), collector.lines_decoded
+        await asyncio.sleep(seconds)
+        cpu1, wall1, decoded1 = _cpu_s(), time.monotonic(), collector.lines_decoded
+        fleet.recording = False
+        streaming = sum(n.link is LinkState.STREAMING for n in fleet.nodes.values())
+    lat = sorted(fleet.latencies)
+    return {
+        "nodes": nodes,
+        "streaming_at_end": streaming,
+        "all_streaming_after_s": round(connect_s, 1),
+        "console_cpu_pct_of_one_core": round(100.0 * (cpu1 - cpu0) / (wall1 - wall0), 2),
+        "lines_per_s": round((decoded1 - decoded0) / (wall1 - wall0), 1),
+        "latency_ms_median": round(1000 * statistics.median(lat), 1) if lat else None,
+        "latency_ms_p99": round(1000 * lat[int(0.99 * (len(lat) - 1))], 1) if lat else None,
+        "latency_ms_max": round(1000 * lat[-1], 1) if lat else None,
+        "samples_measured": len(lat),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--base-port", type=int, default=24001)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tidectl.console",
+                "sim",
+                "serve",
+                "--nodes",
+                str(args.nodes),
+                "--base-port",
+                str(args.base_port),
+                "--out",
+                tmp,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            ready = server.stdout.readline()
+            if "config" not in ready:
+                raise SystemExit(f"sim server did not start: {ready!r}")
+            server_cpu0 = _proc_cpu_s(server.pid)
+            t0 = time.monotonic()
+            result = asyncio.run(
+                measure(Path(tmp) / "cluster.toml", args.nodes, args.warmup, args.seconds)
+            )
+            result["sim_server_cpu_pct_avg"] = round(
+                100.0 * (_proc_cpu_s(server.pid) - server_cpu0) / (time.monotonic() - t0), 1
+            )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    result["machine"] = (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+    )
+    result["goal"] = f"console CPU <= {GOAL_CPU_PCT} % of one core, p99 <= {GOAL_P99_MS} ms"
+    cpu = result["console_cpu_pct_of_one_core"]
+    p99 = result["latency_ms_p99"]
+    result["met"] = (
+        isinstance(cpu, float)
+        and isinstance(p99, float)
+        and cpu <= GOAL_CPU_PCT
+        and p99 <= GOAL_P99_MS
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>30}: {value}")
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__":
+    main()

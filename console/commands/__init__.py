@@ -1,0 +1,1 @@
+"""The tidectl subcommands, one module each: argument parsing lives with the command."""

@@ -1,0 +1,71 @@
+"""What a ``cluster.toml`` means, once loaded and checked: plain frozen values.
+
+The loader (``tidectl.console.config.loader``) builds these from the file and refuses anything
+it cannot make sense of; everything downstream can trust them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tidectl.console.thresholds import HealthThresholds
+
+
+@dataclass(frozen=True, slots=True)
+class SshSettings:
+    user: str
+    identity_file: Path | None  # None: the user's default keys / ssh-agent
+    known_hosts: Path  # always verified; never None (no trust-on-first-use in scripts)
+    jump_host: str | None = None  # "[user@]host[:port]", verified against known_hosts too
+    port: int = 22
+    connect_timeout_s: float = 10.0
+    login_timeout_s: float = 10.0
+    keepalive_interval_s: float = 5.0
+    keepalive_count_max: int = 3
+    fanout: int = 64  # connects in flight at once
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    interval_s: float = 1.0
+    python: str = "python3"  # the interpreter to look for on nodes
+    remote_dir: str = ".cache/tidectl"  # relative to the login directory
+    probes: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One node, expanded from a ``[[nodes]]`` node set."""
+
+    name: str
+    address: str
+    port: int
+    site: str
+    user: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    name: str
+    path: Path  # the file it came from; relative paths in it are relative to its folder
+    ssh: SshSettings
+    agent: AgentSettings
+    sites: tuple[Site, ...]
+    nodes: tuple[NodeSpec, ...]  # in file order; names unique
+    health: HealthThresholds
+
+    def node(self, name: str) -> NodeSpec:
+        for spec in self.nodes:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)

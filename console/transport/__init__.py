@@ -1,0 +1,1 @@
+"""Reaching nodes over SSH: connections, agent deployment, streams and fan-out commands."""

@@ -1,0 +1,229 @@
+"""One node's link: a persistent connection, the agent's stream over it, and its repair.
+
+A ``NodeLink`` runs as one task for as long as the console watches the node. It connects,
+deploys the agent, reads the agent's lines and hands them on; when anything breaks it says
+why (a ``LinkState`` and a sentence), waits a capped, jittered backoff and starts again, so a
+node that went away streams again without an operator. A node whose host key does not
+match, or that refuses our key, is retried only at the slowest rate: those need a person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncssh
+
+from tidectl.console.config.model import AgentSettings, NodeSpec
+from tidectl.console.model import LinkState
+from tidectl.console.transport.backoff import Backoff
+from tidectl.console.transport.deploy import AgentPackage, deploy, stream_command
+from tidectl.console.transport.errors import AgentFailed, TransportError, Unreachable, classify
+from tidectl.console.transport.lines import LineSplitter, LineTooLong
+from tidectl.console.transport.ssh import SshConnector
+
+log = logging.getLogger(__name__)
+
+StateCallback = Callable[[str, LinkState, "str | None"], None]
+LineCallback = Callable[[str, bytes], None]
+
+_SLOW_STATES = (LinkState.HOST_KEY_MISMATCH, LinkState.AUTH_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    node: str
+    exit_status: int | None  # None: the command could not be run (see error)
+    stdout: str
+    stderr: str
+    error: str | None = None
+
+
+class _Recycle(Exception):
+    """Raised inside the stream to drop this connection and start over."""
+
+
+class NodeLink:
+    def __init__(
+        self,
+        spec: NodeSpec,
+        connector: SshConnector,
+        *,
+        on_state: StateCallback,
+        on_line: LineCallback | None = None,
+        package: AgentPackage | None = None,
+        agent: AgentSettings | None = None,
+        backoff: Backoff | None = None,
+        stale_after_intervals: float = 3.0,
+        recycle_after_intervals: float = 10.0,
+        max_lines_per_interval: int = 5,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._connector = connector
+        self._on_state = on_state
+        self._on_line = on_line
+        self._package = package
+        self._agent = agent or AgentSettings()
+        settings = connector.settings
+        self._backoff = backoff or Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        interval = self._agent.interval_s
+        self._stale_after_s = stale_after_intervals * interval
+        self._recycle_after_s = max(recycle_after_intervals * interval, self._stale_after_s)
+        self._max_lines = max_lines_per_interval
+        self.state = LinkState.STOPPED  # until run() starts
+        self.error: str | None = None
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.connected = asyncio.Event()
+        self._recycle_reason: str | None = None
+        self._stream_task: asyncio.Task[None] | None = None
+
+    @property
+    def streams_agent(self) -> bool:
+        return self._package is not None
+
+    def _set(self, state: LinkState, error: str | None = None) -> None:
+        if state == self.state and error == self.error:
+            return
+        self.state, self.error = state, error
+        self._on_state(self.name, state, error)
+
+    def recycle(self, reason: str) -> None:
+        """Drop the current stream (garbage from the agent): it reconnects after a backoff."""
+        self._recycle_reason = reason
+        if self._stream_task is not None and not self._stream_task.done():
+            self._stream_task.cancel()
+
+    async def run(self) -> None:
+        """Keep the node connected (and streaming) until cancelled."""
+        while True:
+            failure: TransportError | None = None
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                if self._recycle_reason is None:
+                    self._set(LinkState.STOPPED)
+                    raise
+                failure = AgentFailed(self.name, self._recycle_reason)
+                self._recycle_reason = None
+            except TransportError as exc:
+                failure = exc
+            except Exception as exc:
+                failure = classify(self._connector.target(self.spec), exc, "known_hosts")
+            finally:
+                await self._close()
+            if failure is not None:
+                self._set(failure.state, failure.message)
+            delay = (
+                self._backoff.maximum_s
+                if self.state in _SLOW_STATES
+                else self._backoff.next_delay()
+            )
+            await asyncio.sleep(delay)
+
+    async def _close(self) -> None:
+        self.connected.clear()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 5)
+
+    async def _session(self) -> None:
+        self._set(LinkState.CONNECTING, self.error)
+        self.conn = await self._connector.connect(self.spec)
+        self.connected.set()
+        if self._package is None:
+            self._backoff.reset()
+            self._set(LinkState.CONNECTED)
+            await self.conn.wait_closed()
+            raise Unreachable(self.name, "connection closed")
+        self._set(LinkState.DEPLOYING)
+        deployed = await deploy(self.conn, self.name, self._package, self._agent)
+        self._stream_task = asyncio.ensure_future(
+            self._stream(self.conn, stream_command(deployed, self._agent))
+        )
+        try:
+            await self._stream_task
+        finally:
+            self._stream_task = None
+
+    async def _stream(self, conn: asyncssh.SSHClientConnection, command: str) -> None:
+        splitter = LineSplitter()
+        async with conn.create_process(command, encoding=None) as process:
+            window_start, window_lines, dropped = time.monotonic(), 0, 0
+            last_data = time.monotonic()
+            while True:
+                try:
+                    data = await asyncio.wait_for(process.stdout.read(1 << 16), self._stale_after_s)
+                except TimeoutError:
+                    silent = time.monotonic() - last_data
+                    if silent >= self._recycle_after_s:
+                        raise Unreachable(
+                            self.name, f"no data from the agent for {silent:.0f} s; reconnecting"
+                        ) from None
+                    self._set(LinkState.STALE, f"no data from the agent for {silent:.0f} s")
+                    continue
+                if not data:
+                    raise await self._agent_ended(process)
+                last_data = time.monotonic()
+                try:
+                    lines = splitter.feed(data)
+                except LineTooLong as exc:
+                    raise AgentFailed(self.name, f"agent output refused: {exc}") from None
+                now = time.monotonic()
+                if now - window_start >= self._agent.interval_s:
+                    if dropped:
+                        log.warning("%s: dropped %d lines of a flood", self.name, dropped)
+                    window_start, window_lines, dropped = now, 0, 0
+                for line in lines:
+                    window_lines += 1
+                    # A flood (a broken or hostile agent) is cut before it costs decoding.
+                    if window_lines > self._max_lines:
+                        dropped += 1
+                        continue
+                    if self.state != LinkState.STREAMING:
+                        self._backoff.reset()
+                        self._set(LinkState.STREAMING)
+                    if self._on_line is not None:
+                        self._on_line(self.name, line)
+
+    async def _agent_ended(self, process: asyncssh.SSHClientProcess[bytes]) -> TransportError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(process.wait_closed(), 2)
+        stderr = b""
+        with contextlib.suppress(Exception):
+            stderr = await asyncio.wait_for(process.stderr.read(4096), 1)
+        last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        status = process.exit_status
+        detail = f": {last[0][:300]}" if last[0] else ""
+        return AgentFailed(self.name, f"agent exited with status {status}{detail}")
+
+    async def run_command(self, command: str, timeout_s: float) -> CommandResult:
+        """Run ``command`` over the open connection (for fan-out)."""
+        conn = self.conn
+        if conn is None:
+            return CommandResult(self.name, None, "", "", self.error or "not connected")
+        try:
+            result = await asyncio.wait_for(conn.run(command, check=False), timeout_s)
+        except TimeoutError:
+            return CommandResult(self.name, None, "", "", f"timed out after {timeout_s:g} s")
+        except (OSError, asyncssh.Error) as exc:
+            error = classify(self._connector.target(self.spec), exc, "known_hosts")
+            return CommandResult(self.name, None, "", "", error.message)
+        return CommandResult(
+            self.name,
+            result.exit_status,
+            _text(result.stdout),
+            _text(result.stderr),
+        )
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""

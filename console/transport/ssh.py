@@ -1,0 +1,122 @@
+"""Opening verified SSH connections to nodes with asyncssh.
+
+One options object for every node (built once: parsing keys and known_hosts per connection
+would cost a 1,000-node fleet seconds), a semaphore that bounds connects in flight (sshd's
+``MaxStartups`` drops bursts of new connections to one host, and a cold fan-out costs sshd
+CPU per connection), and host keys always checked against the configured known_hosts —
+never ``known_hosts=None``, never added automatically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from tidectl.console.config.model import NodeSpec, SshSettings
+from tidectl.console.transport.errors import Target, classify
+
+
+@dataclass(slots=True)
+class _KnownHostsCache:
+    """known_hosts parsed once, re-read when the file changes (an operator fixed a key)."""
+
+    path: Path
+    stamp: tuple[float, int, int] = (0.0, 0, 0)
+    parsed: asyncssh.SSHKnownHosts | None = None
+
+    def get(self) -> asyncssh.SSHKnownHosts:
+        info = self.path.stat()
+        stamp = (info.st_mtime, info.st_size, info.st_ino)
+        if self.parsed is None or stamp != self.stamp:
+            self.parsed = asyncssh.read_known_hosts(str(self.path))
+            self.stamp = stamp
+        return self.parsed
+
+
+class SshConnector:
+    """Connects to nodes with the cluster's SSH settings."""
+
+    def __init__(self, settings: SshSettings) -> None:
+        self.settings = settings
+        self._known_hosts = _KnownHostsCache(settings.known_hosts)
+        self._client_keys = (
+            asyncssh.load_keypairs([str(settings.identity_file)])
+            if settings.identity_file is not None
+            else None
+        )
+        self._semaphore = asyncio.Semaphore(settings.fanout)
+        self._jump: asyncssh.SSHClientConnection | None = None
+        self._jump_lock = asyncio.Lock()
+
+    def target(self, spec: NodeSpec) -> Target:
+        return Target(spec.name, spec.address, spec.port, spec.user)
+
+    def _options(self, user: str) -> asyncssh.SSHClientConnectionOptions:
+        settings = self.settings
+        return asyncssh.SSHClientConnectionOptions(
+            username=user,
+            known_hosts=self._known_hosts.get(),
+            client_keys=self._client_keys,
+            # Ours alone: no ~/.ssh/config, no ssh-agent keys when an identity is configured.
+            config=None,
+            agent_path=None if self._client_keys is not None else (),
+            connect_timeout=settings.connect_timeout_s,
+            login_timeout=settings.login_timeout_s,
+            keepalive_interval=settings.keepalive_interval_s,
+            keepalive_count_max=settings.keepalive_count_max,
+        )
+
+    async def _tunnel(self) -> asyncssh.SSHClientConnection | None:
+        """The jump host's connection, opened once and shared by every node."""
+        jump = self.settings.jump_host
+        if not jump:
+            return None
+        async with self._jump_lock:
+            if self._jump is not None and not self._jump.is_closed():
+                return self._jump
+            user, _, hostport = jump.rpartition("@")
+            host, _, port = hostport.partition(":")
+            target = Target("jump host", host, int(port or 22), user or self.settings.user)
+            try:
+                self._jump = await asyncssh.connect(
+                    host, int(port or 22), options=self._options(target.user)
+                )
+            except Exception as exc:
+                raise classify(target, exc, str(self.settings.known_hosts)) from exc
+            return self._jump
+
+    async def connect(self, spec: NodeSpec) -> asyncssh.SSHClientConnection:
+        """A logged-in connection, or a TransportError saying why not."""
+        target = self.target(spec)
+        async with self._semaphore:
+            try:
+                tunnel = await self._tunnel()
+                return await asyncssh.connect(
+                    spec.address,
+                    spec.port,
+                    tunnel=tunnel if tunnel is not None else (),
+                    options=self._options(spec.user),
+                )
+            except Exception as exc:
+                raise classify(target, exc, str(self.settings.known_hosts)) from exc
+
+    async def close(self) -> None:
+        if self._jump is not None:
+            self._jump.close()
+            await self._jump.wait_closed()
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """asyncssh needs a file descriptor per connection; Debian's soft limit is 1,024.
+
+    Raised up to the hard limit; past it, connects fail with "Too many open files", which
+    the node's link reports.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard, max(soft, wanted))
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

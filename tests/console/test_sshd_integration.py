@@ -1,0 +1,144 @@
+"""The transport and collector against real OpenSSH sshd hosts running the real zipapp agent.
+
+Hosts come from tests/harness/sshd.py (root only; skipped with the reason elsewhere). Each
+test that breaks a host — kills its sshd, changes its key, garbles its agent — takes hosts of
+its own from ``sshd_hosts_factory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.harness.sshd import SshdHosts
+from tidectl.console.collector import Collector
+from tidectl.console.config.loader import load_config
+from tidectl.console.fleet import Fleet
+from tidectl.console.model import LinkState
+
+TIDECTL = [sys.executable, "-m", "tidectl.console"]
+AGENT_HOME = Path("/var/lib/tidectl-test/.cache/tidectl")
+
+
+def tidectl(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TIDECTL, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_status_deploys_and_streams_from_every_real_host(
+    sshd_hosts: SshdHosts, tmp_path: Path
+) -> None:
+    config = sshd_hosts.write_cluster_toml(tmp_path / "cluster.toml")
+    result = tidectl("status", "-c", str(config), "--json", "--wait", "40")
+    report = json.loads(result.stdout)
+    nodes = {node["name"]: node for node in report["nodes"]}
+    assert sorted(nodes) == list(sshd_hosts.names)
+    assert {node["link"] for node in nodes.values()} == {"streaming"}, result.stdout
+    assert all(node["agent"] == "0.1.0" for node in nodes.values())
+    assert result.returncode == (0 if report["healthy"] else 1)
+    agents = sorted(AGENT_HOME.glob("tidectl-agent-*.pyz"))
+    assert agents, "the agent was not uploaded"
+    stamps = {path: path.stat().st_mtime_ns for path in agents}
+
+    again = tidectl("status", "-c", str(config), "--json", "--wait", "40")
+    assert {n["link"] for n in json.loads(again.stdout)["nodes"]} == {"streaming"}
+    assert {path: path.stat().st_mtime_ns for path in agents} == stamps  # not sent again
+
+
+def test_run_fans_out_over_real_hosts(sshd_hosts: SshdHosts, tmp_path: Path) -> None:
+    config = str(sshd_hosts.write_cluster_toml(tmp_path / "cluster.toml"))
+    same = tidectl("run", "-c", config, "all", "--", "echo ok")
+    assert same.returncode == 0, same.stderr
+    assert same.stdout == f"{sshd_hosts.nodeset}: ok\n"
+
+    each = tidectl("run", "-c", config, "all", "--json", "--", "echo $TIDECTL_TEST_HOST")
+    groups = json.loads(each.stdout)["groups"]
+    assert sorted((g["nodes"], g["stdout"]) for g in groups) == [
+        (name, f"{name}\n") for name in sshd_hosts.names
+    ]
+
+
+async def _wait_for(check: Callable[[], bool], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.1)
+
+
+async def test_a_killed_sshd_is_unreachable_then_streams_again(
+    sshd_hosts_factory: Callable[..., SshdHosts], tmp_path: Path
+) -> None:
+    hosts = sshd_hosts_factory(2)
+    config = load_config(hosts.write_cluster_toml(tmp_path / "cluster.toml", interval_s=0.5))
+    fleet = Fleet(config.nodes, config.health)
+    victim = hosts.names[0]
+    async with Collector(config, fleet):
+        await _wait_for(
+            lambda: all(n.link is LinkState.STREAMING for n in fleet.nodes.values()), 40
+        )
+        hosts.stop(victim)
+        await _wait_for(lambda: fleet.nodes[victim].link is LinkState.UNREACHABLE, 30)
+        assert fleet.nodes[hosts.names[1]].link is LinkState.STREAMING
+        hosts.start(victim)
+        await _wait_for(lambda: fleet.nodes[victim].link is LinkState.STREAMING, 40)
+        seq = fleet.nodes[victim].sample.seq if fleet.nodes[victim].sample else 0
+        await _wait_for(
+            lambda: fleet.nodes[victim].sample is not None and fleet.nodes[victim].sample.seq > seq,
+            10,
+        )
+
+
+def test_a_changed_host_key_is_refused_and_no_command_sent(
+    sshd_hosts_factory: Callable[..., SshdHosts], tmp_path: Path
+) -> None:
+    hosts = sshd_hosts_factory(1)
+    config = str(hosts.write_cluster_toml(tmp_path / "cluster.toml"))
+    marker = Path("/tmp") / f"tidectl-marker-{uuid.uuid4().hex}"
+    hosts.rotate_host_key(hosts.names[0])
+    result = tidectl("run", "-c", config, "all", "--", f"touch {marker}")
+    assert result.returncode == 255
+    assert "does not match" in result.stdout and "no command was sent" in result.stdout
+    assert not marker.exists()
+    status = json.loads(tidectl("status", "-c", config, "--json", "--wait", "10").stdout)
+    assert status["nodes"][0]["link"] == "host-key-mismatch"
+    assert not marker.exists()
+
+
+def test_a_refused_user_key_is_auth_failed(
+    sshd_hosts_factory: Callable[..., SshdHosts], tmp_path: Path
+) -> None:
+    hosts = sshd_hosts_factory(1)
+    config_path = hosts.write_cluster_toml(tmp_path / "cluster.toml")
+    wrong = hosts.wrong_client_key()
+    text = "\n".join(
+        f'identity_file = "{wrong}"' if line.startswith("identity_file") else line
+        for line in config_path.read_text().splitlines()
+    )
+    config_path.write_text(text + "\n")
+    status = json.loads(tidectl("status", "-c", str(config_path), "--json", "--wait", "10").stdout)
+    node = status["nodes"][0]
+    assert node["link"] == "auth-failed"
+    assert "refused our key" in node["link_error"]
+
+
+async def test_an_agent_that_prints_garbage_is_an_error_and_recycled(
+    sshd_hosts_factory: Callable[..., SshdHosts], tmp_path: Path
+) -> None:
+    hosts = sshd_hosts_factory(1)
+    name = hosts.names[0]
+    hosts.garbage(name)
+    config = load_config(hosts.write_cluster_toml(tmp_path / "cluster.toml", interval_s=0.5))
+    fleet = Fleet(config.nodes, config.health)
+    links_seen: list[LinkState] = []
+    async with Collector(config, fleet) as collector:
+        fleet.subscribe(lambda names: links_seen.append(fleet.nodes[name].link))
+        await _wait_for(lambda: collector.lines_refused >= 3, 40)
+        await _wait_for(lambda: LinkState.AGENT_FAILED in links_seen, 20)
+        node = fleet.nodes[name]
+        assert node.sample is None
+        assert any(f.code == "agent.error" for f in node.findings) or node.link_error

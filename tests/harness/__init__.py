@@ -1,0 +1,1 @@
+"""Test harnesses that start real services (OpenSSH ``sshd`` hosts, ...) for integration tests."""
