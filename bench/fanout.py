@@ -6,8 +6,11 @@ its own port and host key, strict known_hosts. It needs root (sshd switches to t
 * ``clush -b`` through an ssh_config with one ``Host nodeNNN`` entry per host: with
   OpenSSH's defaults (sntrup761x25519 key exchange, ~50 ms of client CPU a connection) and
   with ``-oKexAlgorithms=curve25519-sha256``. Every run opens N new connections.
-* ``tidectl run -c cluster.toml --json NODESET -- hostname``: the SSH transport's fan-out
-  (separate function below; reported as not available until that command exists).
+* ``tidectl run -c cluster.toml --json NODESET -- hostname``: a fresh process that opens its
+  N connections (bounded fan-out) and runs the command over them; the figures include both.
+* ``fanout.run_on`` over open connections: the transport's fan-out as a long-running console
+  uses it — N persistent connections opened once (not timed), then ``hostname`` over them,
+  timed. This is the figure the issue's goal is about ("over the persistent connections").
 
 Each method runs ``--repeat`` times; the table shows medians of wall time and of client CPU
 (the CPU of the command and every process it waited for: clush's ssh children included), and
@@ -129,6 +132,44 @@ def measure_tidectl_run(
     return measured
 
 
+def measure_persistent(cluster_toml: Path, hosts: int, repeat: int) -> Measurement:
+    """``hostname`` over N already-open connections, through the transport's own API."""
+    import asyncio
+
+    from tidectl.console.config.loader import load_config
+    from tidectl.console.fanout import run_on
+    from tidectl.console.model import LinkState
+    from tidectl.console.transport.link import NodeLink
+    from tidectl.console.transport.ssh import SshConnector
+
+    async def measure() -> Measurement:
+        config = load_config(cluster_toml)
+        connector = SshConnector(config.ssh)
+        links = [NodeLink(spec, connector, on_state=lambda *a: None) for spec in config.nodes]
+        tasks = [asyncio.create_task(link.run()) for link in links]
+        measured = Measurement("tidectl fan-out, open connections")
+        try:
+            async with asyncio.timeout(120):
+                while not all(link.state is LinkState.CONNECTED for link in links):
+                    await asyncio.sleep(0.1)
+            for _ in range(repeat):
+                cpu0 = time.process_time()
+                wall0 = time.perf_counter()
+                results = await run_on(links, "hostname", timeout_s=60)
+                measured.walls.append(time.perf_counter() - wall0)
+                measured.cpus.append(time.process_time() - cpu0)
+                ok = sum(r.exit_status == 0 for r in results)
+                if ok != hosts:
+                    measured.problems.append(f"{ok} of {hosts} nodes succeeded")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return measured
+
+    return asyncio.run(measure())
+
+
 def _succeeded(report: object) -> int | None:
     """Nodes with exit status 0 in ``tidectl run --json`` output (None: not that shape)."""
     if not isinstance(report, dict) or not isinstance(report.get("groups"), list):
@@ -198,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(
                     measure_tidectl_run(cluster_toml, hosts.nodeset, len(hosts), args.repeat)
                 )
+                results.append(measure_persistent(cluster_toml, len(hosts), args.repeat))
             startup_s = hosts.startup_s
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)

@@ -142,3 +142,26 @@ async def test_an_agent_that_prints_garbage_is_an_error_and_recycled(
         node = fleet.nodes[name]
         assert node.sample is None
         assert any(f.code == "agent.error" for f in node.findings) or node.link_error
+
+
+def test_nodes_are_reached_through_a_jump_host(
+    sshd_hosts_factory: Callable[..., SshdHosts], tmp_path: Path
+) -> None:
+    """[ssh].jump_host: one connection to the bastion, every node tunnelled through it."""
+    hosts = sshd_hosts_factory(3)
+    bastion = hosts[hosts.names[0]]
+    path = hosts.write_cluster_toml(tmp_path / "cluster.toml")
+    text = path.read_text().replace(
+        "[ssh]\n", f'[ssh]\njump_host = "{hosts.user}@127.0.0.1:{bastion.port}"\n', 1
+    )
+    path.write_text(text)
+    result = tidectl("run", "-c", str(path), "all", "--json", "--", "echo $TIDECTL_TEST_HOST")
+    assert result.returncode == 0, result.stdout + result.stderr
+    groups = json.loads(result.stdout)["groups"]
+    assert sorted(g["nodes"] for g in groups) == list(hosts.names)
+
+    hosts.stop(bastion.name)  # no bastion: every node is unreachable, and says why
+    down = tidectl("run", "-c", str(path), "all", "--json", "--", "true")
+    assert down.returncode == 255
+    errors = {g["error"] for g in json.loads(down.stdout)["groups"]}
+    assert all(e and f"127.0.0.1:{bastion.port}" in e for e in errors), errors

@@ -305,3 +305,43 @@ async def test_fanout_runs_over_open_connections_and_groups(tmp_path: Path) -> N
     assert sorted(failed) == ["gpu01", "gpu02"]  # each error names its own port: not grouped
     assert all("refused our key" in error for error in failed.values())
     assert groups[-1].outcome.ok  # failures sort first
+
+
+async def test_host_certificate_signed_by_a_known_ca_is_accepted(node: FakeNode) -> None:
+    """known_hosts may trust a host CA (@cert-authority) instead of listing every key."""
+    await node.stop()
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    cert = ca.generate_host_certificate(node.host_key, "n1", principals=["127.0.0.1"])
+    node.host_key_and_cert = (node.host_key, cert)
+    await node.start()
+    node.known_hosts.write_text(
+        f"@cert-authority 127.0.0.1 {ca.export_public_key().decode().strip()}\n"
+    )
+    recorder = Recorder()
+    task = asyncio.create_task(link_for(node, recorder).run())
+    try:
+        await recorder.wait_for(lambda: recorder.seen(LinkState.STREAMING))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    # A certificate from another CA is refused like a wrong key.
+    await node.stop()
+    other_ca = asyncssh.generate_private_key("ssh-ed25519")
+    node.host_key_and_cert = (
+        node.host_key,
+        other_ca.generate_host_certificate(node.host_key, "n1", principals=["127.0.0.1"]),
+    )
+    await node.start(node.port)
+    node.known_hosts.write_text(
+        f"@cert-authority 127.0.0.1 {ca.export_public_key().decode().strip()}\n"
+    )
+    node.commands.clear()
+    recorder = Recorder()
+    task = asyncio.create_task(link_for(node, recorder).run())
+    try:
+        await recorder.wait_for(lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert node.commands == []

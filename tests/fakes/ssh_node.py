@@ -50,6 +50,8 @@ class FakeNode:
     stream: Scenario = sim_agent
     commands: list[str] = field(default_factory=list)
     server: asyncssh.SSHAcceptor | None = None
+    #: Set to present a host certificate (signed by a CA) instead of the bare key.
+    host_key_and_cert: tuple[asyncssh.SSHKey, asyncssh.SSHCertificate] | None = None
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
 
     def _server_factory(self) -> asyncssh.SSHServer:
@@ -98,7 +100,7 @@ class FakeNode:
         self.server = await asyncssh.listen(
             "127.0.0.1",
             port,
-            server_host_keys=[self.host_key],
+            server_host_keys=[self.host_key_and_cert or self.host_key],
             authorized_client_keys=asyncssh.import_authorized_keys(
                 self.client_key.export_public_key().decode()
             ),
@@ -108,9 +110,10 @@ class FakeNode:
             encoding=None,
         )
         self.port = self.server.sockets[0].getsockname()[1]
-        self.known_hosts.write_text(
-            f"[127.0.0.1]:{self.port} {self.host_key.export_public_key().decode().strip()}\n"
-        )
+        if self.host_key_and_cert is None:
+            self.known_hosts.write_text(
+                f"[127.0.0.1]:{self.port} {self.host_key.export_public_key().decode().strip()}\n"
+            )
         return self
 
     async def stop(self) -> None:
