@@ -345,3 +345,33 @@ async def test_host_certificate_signed_by_a_known_ca_is_accepted(node: FakeNode)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert node.commands == []
+
+
+async def test_connects_in_flight_are_bounded_by_fanout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never more than [ssh].fanout connects at once (sshd's MaxStartups drops bursts)."""
+    node = await make_fake_node(tmp_path).start()
+    in_flight = peak = 0
+    real_connect = asyncssh.connect
+
+    async def counting_connect(*args: object, **kwargs: object) -> asyncssh.SSHClientConnection:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return await real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            in_flight -= 1
+
+    connector = SshConnector(settings(node, fanout=3))
+    monkeypatch.setattr(asyncssh, "connect", counting_connect)
+    try:
+        conns = await asyncio.gather(*(connector.connect(spec(node)) for _ in range(10)))
+        for conn in conns:
+            conn.close()
+    finally:
+        await node.stop()
+    assert len(conns) == 10
+    assert peak == 3
