@@ -82,7 +82,6 @@ class _Lane:
         self._start = 0.0  # monotonic time the next batch is due
         self._every: Optional[float] = None  # the period of standing orders
         self._abandoned = False
-        self._closed = False
         self._busy = False
         #: The running or last batch, and the last finished one: (orders, start, results,
         #: when it began). Results fill in as the calls return.
@@ -113,11 +112,11 @@ class _Lane:
             _post(self._todo)
             return self._serial
 
-    def standing(self, start: float, names: List[str]) -> Optional[int]:
-        """The number of the standing orders if they run ``names`` at ``start``, else None."""
+    def standing(self, start: float, calls: _Calls) -> Optional[int]:
+        """The number of the standing orders if they make ``calls`` at ``start``, else None."""
         with self._lock:
-            standing = self._pending and self._every is not None
-            if standing and self._start == start and self._names == names:
+            standing = self._pending and self._every is not None and self._start == start
+            if standing and (self._calls is calls or self._names == [name for name, _ in calls]):
                 return self._serial
             return None
 
@@ -142,23 +141,18 @@ class _Lane:
         with self._lock:
             self._abandoned = True
             self._every = None
+            if not self._busy:
+                self._pending = False  # not begun yet: it never will
             return self.current if self._busy else None
 
     def running(self) -> Optional[str]:
         with self._lock:
             return self.current if self._busy else None
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            _post(self._todo)
-
     def _loop(self) -> None:
         lock = self._lock
         while True:
             with lock:
-                if self._closed:
-                    return
                 pending, start = self._pending, self._start
             if not pending:
                 self._todo.acquire()
@@ -169,7 +163,7 @@ class _Lane:
                 self._todo.acquire(True, delay)
                 continue
             with lock:
-                if self._closed or not self._pending or self._start != start:
+                if not self._pending or self._start != start:
                     continue
                 calls, serial = self._calls, self._serial
                 results: Dict[str, _Outcome] = {}
@@ -178,7 +172,7 @@ class _Lane:
                 self._busy = True
             for name, call in calls:
                 with lock:
-                    if self._abandoned or self._closed:
+                    if self._abandoned:
                         break
                     self.current, self.current_since = name, time.monotonic()
                 try:
@@ -209,6 +203,7 @@ class Sampler:
         self.threaded = threaded
         self._lanes: List[_Lane] = []
         self._paced: Optional[_Lane] = None  # the lane with standing sample orders, if any
+        self._all_calls: Dict[str, _Calls] = {}  # per method, every probe's
 
     def _stuck(self) -> Dict[str, _Lane]:
         """Probes whose call from an earlier tick is still running, and where."""
@@ -255,7 +250,12 @@ class Sampler:
         self, method: str, start: float, every: Optional[float], budget_s: float
     ) -> Tuple[Dict[str, Section], _Began]:
         stuck = self._stuck()
-        calls = [(p.name, getattr(p, method)) for p in self.probes if p.name not in stuck]
+        if stuck:
+            calls = [(p.name, getattr(p, method)) for p in self.probes if p.name not in stuck]
+        else:  # the usual case: the same list every tick, which standing orders recognise
+            calls = self._all_calls.get(method) or self._all_calls.setdefault(
+                method, [(p.name, getattr(p, method)) for p in self.probes]
+            )
         results: Dict[str, _Outcome] = {}
         late: Optional[str] = None
         began: Optional[_Began] = None
@@ -318,7 +318,7 @@ class Sampler:
         paced = self._paced
         if paced is not None:
             if every is not None:
-                serial = paced.standing(start, [name for name, _ in calls])
+                serial = paced.standing(start, calls)
                 if serial is not None:
                     return paced, serial  # already due to run them then: nothing to hand over
             self.stop_pacing()  # other calls or another time: order them afresh
@@ -329,9 +329,8 @@ class Sampler:
         return lane, serial
 
     def close(self) -> None:
+        # Lanes are left parked: daemon threads, they end with the process.
         self.stop_pacing()
-        for lane in self._lanes:
-            lane.close()
         for probe in self.probes:
             with contextlib.suppress(Exception):  # best effort: the process is ending
                 probe.close()

@@ -60,6 +60,9 @@ class Collector:
             for spec in config.nodes
         }
         self._decoder = msgspec.json.Decoder(schema.Record)
+        #: The last schema version found readable: agents repeat theirs in every line, and
+        #: comparing two short strings is cheaper than parsing one.
+        self._readable_schema: str | None = None
         self._bad_lines: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -105,12 +108,14 @@ class Collector:
     def _on_line(self, name: str, line: bytes) -> None:
         try:
             record = self._decoder.decode(line)
-            major, _ = parse_schema(record.schema)
-            if major != SCHEMA_MAJOR:
-                raise ProtocolError(
-                    f"agent speaks schema {record.schema}; this console reads "
-                    f"{SCHEMA_MAJOR}.x: deploy a matching agent"
-                )
+            if record.schema != self._readable_schema:
+                major, _ = parse_schema(record.schema)
+                if major != SCHEMA_MAJOR:
+                    raise ProtocolError(
+                        f"agent speaks schema {record.schema}; this console reads "
+                        f"{SCHEMA_MAJOR}.x: deploy a matching agent"
+                    )
+                self._readable_schema = record.schema
         except (msgspec.DecodeError, ProtocolError) as exc:
             self._refuse(name, line, str(exc))
             return

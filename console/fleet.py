@@ -109,9 +109,13 @@ class NodeState:
     stale: bool = False
     #: One-shot events held for their hold time (XIDs, link_downed increments).
     recent: Recent = field(default_factory=Recent)
+    #: This node's active ports by peer group and rate, as of ``sample`` (the fleet keeps it
+    #: in step: health's quiet test for the port rules reads it).
     peer_share: PortShare = field(default_factory=Counter)
     #: HCA name → model, from the hello (peers for ib.rate_degraded are of the same model).
     hca_types: dict[str, str] = field(default_factory=dict)
+    #: GPUs the hello's inventory lists (None: no inventory), read once for gpu.missing.
+    expected_gpus: int | None = None
 
     @property
     def name(self) -> str:
@@ -200,6 +204,7 @@ class Fleet:
         now = self._clock()
         state.hello = hello
         state.hca_types = hca_types(hello)
+        state.expected_gpus = hello.gpu_count
         state.heard_at = now
         state.history.resize(self._capacity(float(hello.interval_s or 1.0)))
         self._update_peers(state)
@@ -258,23 +263,17 @@ class Fleet:
     def _record_history(self, node: NodeState, sample: schema.Sample, now: float) -> None:
         gpu = sample.probes.gpu
         gpus: dict[int, tuple[float | None, ...]] = {}
-        utils: list[float] = []
-        if gpu is not None and gpu.error is None:
-            for item in gpu.gpus:
-                util = item.util_pct
-                if util is not None:
-                    utils.append(float(util))
-                gpus[item.index] = (
-                    util,
-                    item.temp_c,
-                    item.power_w,
-                    item.mem_used_bytes,
-                )
+        mean_util: float | None = None
+        if gpu is not None and gpu.error is None and gpu.gpus:
+            # In history.GPU_SERIES order.
+            gpus = {g.index: (g.util_pct, g.temp_c, g.power_w, g.mem_used_bytes) for g in gpu.gpus}
+            utils = [g.util_pct for g in gpu.gpus if g.util_pct is not None]
+            mean_util = sum(utils) / len(utils) if utils else None
         rates = node.rates
         node.history.append(
             now,
             (
-                sum(utils) / len(utils) if utils else None,
+                mean_util,
                 rates.ib_total("rcv_bytes"),
                 rates.ib_total("xmit_bytes"),
                 rates.nic_total("rx_bytes"),
@@ -325,8 +324,7 @@ class Fleet:
             by_site[node.spec.site] += 1
             section = node.sample.probes.gpu if node.sample is not None else None
             gpus = section.gpus if section is not None and section.error is None else []
-            known = node.hello.gpu_count if node.hello is not None else None
-            total += max(known or 0, len(gpus))
+            total += max(node.expected_gpus or 0, len(gpus))
             if not can_hear(node, self.thresholds, now):
                 continue
             for gpu in gpus:
@@ -363,9 +361,10 @@ class Fleet:
 
     def _mark(self, name: str) -> None:
         self._dirty.add(name)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        # asyncio's non-raising get_running_loop (exported for event loop libraries): the
+        # raising one would cost an exception per sample where no loop runs (scripts, tests).
+        loop = asyncio._get_running_loop()
+        if loop is None:
             return  # no loop: whoever drives the fleet calls flush()
         if self._flush_handle is not None and self._flush_loop is loop:
             return

@@ -11,10 +11,16 @@ Events that agents report once (an XID in one sample, a ``link_downed`` incremen
 remembered in ``Recent`` and held for a configured time, so an operator who looks a minute
 later still sees them. Error counters are judged on their smoothed rates (``rates.py``), so
 one stray error is not "3,600 an hour".
+
+Every rule but ``gpu.missing`` also has a **quiet test** (``QUIET``), shared by the rules that
+read the same things: when it finds nothing for them to judge — the common case, a healthy
+node — ``evaluate`` does not run them. That is what makes judging a thousand nodes a second
+cheap; what the rules report is the same either way (see "quiet tests" below).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -117,15 +123,16 @@ def observe(
     if recent.xids:
         oldest = received_at - thresholds.xid_hold_s
         recent.xids = [x for x in recent.xids if x.at >= oldest][-MAX_RECENT_XIDS:]
-    oldest = received_at - thresholds.ib_link_downed_hold_s
-    for key in [k for k, seen in recent.link_downs.items() if seen.at < oldest]:
-        del recent.link_downs[key]
+    if recent.link_downs:
+        oldest = received_at - thresholds.ib_link_downed_hold_s
+        for key in [k for k, seen in recent.link_downs.items() if seen.at < oldest]:
+            del recent.link_downs[key]
     dt = rates.dt
     ib = sample.probes.ib
-    if ib is not None and dt is not None:
+    if rates.ib_counted and ib is not None and dt is not None:  # the counters that rose
         for port in ib.ports:
-            rate = rates.ib.get(port.key, {}).get("link_downed")
-            count = port.counters.get("link_downed")
+            rate = rates.ib_counted.get(port.key, {}).get("link_downed")
+            count = port.counters.link_downed
             if rate and count is not None:
                 # A flapping link adds up while its finding is held.
                 held = recent.link_downs.get(port.key)
@@ -272,15 +279,126 @@ def _rates_of(context: PeerContext) -> dict[tuple[str, str], float]:
 # --- the rules -------------------------------------------------------------------------------
 
 Rule = Callable[["NodeState", PeerContext, HealthThresholds, float], Iterable[Finding]]
+Quiet = Callable[["NodeState", PeerContext, HealthThresholds, float], bool]
 RULES: dict[str, Rule] = {}
+#: Per code, a cheap test that its rule has nothing to report now (see ``evaluate``).
+QUIET: dict[str, Quiet] = {}
 
 
-def _rule(code: str) -> Callable[[Rule], Rule]:
+def _rule(code: str, quiet: Quiet | None = None) -> Callable[[Rule], Rule]:
     def register(fn: Rule) -> Rule:
         RULES[code] = fn
+        if quiet is not None:
+            QUIET[code] = quiet
         return fn
 
     return register
+
+
+# --- quiet tests -------------------------------------------------------------------------------
+#
+# Nearly every sample of nearly every node is healthy, and 19 rules for each of a thousand
+# samples a second were most of the console's cost. A quiet test reads only what its rules
+# read and answers "nothing there" cheaply, once for a group of rules: no event held, no error
+# average, no GPU, port or mount near anything its rules report, the agent streaming cleanly.
+# It is a necessary condition of each of its rules reporting anything, never a judgement of
+# its own: when it is not sure, the rules run and decide. ``tests/console/test_health.py``
+# checks that skipping never hides a finding, rule by rule and on random records.
+
+
+def _nothing_held(node: NodeState, peers: PeerContext, th: HealthThresholds, now: float) -> bool:
+    """No event held and no error average: what the rules of one-shot events and of
+    smoothed error rates iterate over is empty."""
+    recent, rates = node.recent, node.rates
+    return not (
+        recent.xids or recent.link_downs or rates.gpu_ecc_sbe or rates.ib_errors or rates.nic_errors
+    )
+
+
+def _gpus_unremarkable(
+    node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
+) -> bool:
+    """No GPU near what ``gpu.ecc_dbe``, ``gpu.remapped_rows``, ``gpu.temp``, ``gpu.power``
+    or ``gpu.nvlink`` report: one pass over the GPUs instead of one per rule."""
+    if node.rates.gpu_ecc_dbe:
+        return False
+    warm = min(th.gpu_temp_warn_c, th.gpu_temp_critical_c)
+    over = th.gpu_power_warn_fraction
+    for gpu in _gpus(node):
+        temp, power, limit, link = gpu.temp_c, gpu.power_w, gpu.power_limit_w, gpu.nvlink
+        if (
+            gpu.ecc_dbe_volatile
+            or gpu.remapped_rows_failure
+            or gpu.remapped_rows_uncorrectable
+            or gpu.remapped_rows_pending
+            or (temp is not None and temp >= warm)
+            or (power is not None and limit and power > limit * over)
+            or (link is not None and link.up < link.total)
+        ):
+            return False
+    return True
+
+
+def _ports_unremarkable(
+    node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
+) -> bool:
+    """Every port active (``ib.port_down``), none below its peer group's common rate
+    (``ib.rate_degraded``; read from the node's share of the fleet's port rates, kept by the
+    fleet: one entry per group and rate, not one per port)."""
+    for port in _ports(node):
+        if port.state is not None and port.state != IB_ACTIVE:
+            return False
+    common = peers.ib_rates
+    for group, gbps, _label in node.peer_share:
+        rate = common.get(group)
+        if rate is not None and gbps < rate.gbps:
+            return False
+    return True
+
+
+def _mounts_unremarkable(
+    node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
+) -> bool:
+    """No mount stale nor as full as ``storage.full`` reports (with the rule's arithmetic)."""
+    storage = node.sample.probes.storage if node.sample is not None else None
+    if storage is None or storage.error is not None:
+        return True
+    full_pct = min(th.storage_full_warn_pct, th.storage_full_critical_pct)
+    for mount in storage.mounts:
+        if mount.stale:
+            return False
+        used, avail = mount.used_bytes, mount.avail_bytes  # as Mount.used_fraction computes
+        if (
+            used is not None
+            and avail is not None
+            and used + avail > 0
+            and used / (used + avail) * 100.0 >= full_pct
+        ):
+            return False
+        inodes, inodes_total = mount.inodes_used, mount.inodes_total
+        if inodes is not None and inodes_total and inodes / inodes_total * 100.0 >= full_pct:
+            return False
+    return True
+
+
+def _agent_unremarkable(
+    node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
+) -> bool:
+    """Streaming, not stale (``agent.stale``, ``agent.link``), no unreadable line, failed
+    probe nor fault file error (``agent.error``)."""
+    sample = node.sample
+    if (
+        sample is None
+        or node.link is not LinkState.STREAMING
+        or node.agent_error is not None
+        or is_stale(node, th, now)
+    ):
+        return False
+    probes = sample.probes
+    for section in (probes.host, probes.gpu, probes.ib, probes.storage, probes.net):
+        if section is not None and section.error is not None:
+            return False
+    return probes.host is None or not probes.host.fault_errors
 
 
 def _num(value: float) -> str:
@@ -312,7 +430,7 @@ def _xid_text(code: int) -> str:
     return f"XID {code} ({meaning})" if meaning else f"XID {code}"
 
 
-@_rule("gpu.xid")
+@_rule("gpu.xid", quiet=_nothing_held)
 def gpu_xid(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -337,13 +455,13 @@ def gpu_xid(
         )
 
 
-@_rule("gpu.ecc_dbe")
+@_rule("gpu.ecc_dbe", quiet=_gpus_unremarkable)
 def gpu_ecc_dbe(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
     for gpu in _gpus(node):
         volatile = gpu.ecc_dbe_volatile or 0
-        rising = (node.rates.gpu.get(gpu.index, {}).get("ecc_dbe") or 0.0) > 0
+        rising = node.rates.gpu_ecc_dbe.get(gpu.index, 0.0) > 0
         if volatile > 0 or rising:
             what = "uncorrectable (double-bit) ECC error"
             count = (
@@ -360,7 +478,7 @@ def gpu_ecc_dbe(
             )
 
 
-@_rule("gpu.ecc_sbe_rate")
+@_rule("gpu.ecc_sbe_rate", quiet=_nothing_held)
 def gpu_ecc_sbe_rate(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -377,19 +495,18 @@ def gpu_ecc_sbe_rate(
             )
 
 
-@_rule("gpu.remapped_rows")
+@_rule("gpu.remapped_rows", quiet=_gpus_unremarkable)
 def gpu_remapped_rows(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
     for gpu in _gpus(node):
-        subject = f"gpu{gpu.index}"
         if gpu.remapped_rows_failure:
             yield Finding(
                 "gpu.remapped_rows",
                 Severity.CRITICAL,
                 f"GPU {gpu.index} failed to remap a row: it has no spare rows left; "
                 "drain the node and replace the GPU.",
-                subject,
+                f"gpu{gpu.index}",
             )
             continue
         parts = []
@@ -403,11 +520,11 @@ def gpu_remapped_rows(
                 "gpu.remapped_rows",
                 Severity.WARN,
                 f"GPU {gpu.index} has {', and '.join(parts)}.",
-                subject,
+                f"gpu{gpu.index}",
             )
 
 
-@_rule("gpu.temp")
+@_rule("gpu.temp", quiet=_gpus_unremarkable)
 def gpu_temp(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -430,7 +547,7 @@ def gpu_temp(
         )
 
 
-@_rule("gpu.power")
+@_rule("gpu.power", quiet=_gpus_unremarkable)
 def gpu_power(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -454,7 +571,7 @@ def gpu_missing(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
     section = node.sample.probes.gpu if node.sample is not None else None
-    expected = node.hello.gpu_count if node.hello is not None else None
+    expected = node.expected_gpus
     if section is None or section.error is not None or not expected:
         return
     present = {gpu.index for gpu in section.gpus}
@@ -476,7 +593,7 @@ def gpu_missing(
     )
 
 
-@_rule("gpu.nvlink")
+@_rule("gpu.nvlink", quiet=_gpus_unremarkable)
 def gpu_nvlink(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -492,7 +609,7 @@ def gpu_nvlink(
             )
 
 
-@_rule("ib.port_down")
+@_rule("ib.port_down", quiet=_ports_unremarkable)
 def ib_port_down(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -515,7 +632,7 @@ def ib_port_down(
         )
 
 
-@_rule("ib.rate_degraded")
+@_rule("ib.rate_degraded", quiet=_ports_unremarkable)
 def ib_rate_degraded(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -570,6 +687,7 @@ def _ib_limits(code: str, th: HealthThresholds) -> tuple[float, float | None]:
     return th.ib_rcv_errors_warn_per_min, None
 
 
+QUIET["ib.symbol_errors"] = QUIET["ib.rcv_errors"] = _nothing_held
 RULES["ib.symbol_errors"] = _ib_error_rule(
     "ib.symbol_errors",
     "symbol_error",
@@ -584,7 +702,7 @@ RULES["ib.rcv_errors"] = _ib_error_rule(
 )
 
 
-@_rule("ib.link_downed")
+@_rule("ib.link_downed", quiet=_nothing_held)
 def ib_link_downed(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -605,7 +723,7 @@ def ib_link_downed(
         )
 
 
-@_rule("storage.full")
+@_rule("storage.full", quiet=_mounts_unremarkable)
 def storage_full(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -641,7 +759,7 @@ def storage_full(
             break  # one finding a mount: space first, it is what people look at
 
 
-@_rule("storage.stale_mount")
+@_rule("storage.stale_mount", quiet=_mounts_unremarkable)
 def storage_stale_mount(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -661,7 +779,7 @@ def storage_stale_mount(
             )
 
 
-@_rule("net.errors")
+@_rule("net.errors", quiet=_nothing_held)
 def net_errors(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -677,7 +795,7 @@ def net_errors(
             )
 
 
-@_rule("agent.stale")
+@_rule("agent.stale", quiet=_agent_unremarkable)
 def agent_stale(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -699,21 +817,28 @@ def agent_stale(
         )
 
 
-@_rule("agent.link")
+@_rule("agent.link", quiet=_agent_unremarkable)
 def agent_link(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
-    if node.link in (LinkState.STREAMING, LinkState.STALE):
-        return
-    why = f": {node.link_error}" if node.link_error else ""
-    yield Finding(
+    if node.link not in (LinkState.STREAMING, LinkState.STALE):
+        yield _link_finding(node.link, node.link_error)
+
+
+@functools.lru_cache(maxsize=4096)
+def _link_finding(link: LinkState, error: str | None) -> Finding:
+    # Judged again for every sample of a node that is not streaming (the link changes far
+    # less often than that): one finding per link state and error, shared (findings are
+    # immutable).
+    why = f": {error}" if error else ""
+    return Finding(
         "agent.link",
         Severity.UNKNOWN,
-        f"The console is not streaming from this node's agent ({node.link.value}){why}.",
+        f"The console is not streaming from this node's agent ({link.value}){why}.",
     )
 
 
-@_rule("agent.error")
+@_rule("agent.error", quiet=_agent_unremarkable)
 def agent_error(
     node: NodeState, peers: PeerContext, th: HealthThresholds, now: float
 ) -> Iterator[Finding]:
@@ -797,18 +922,49 @@ def can_hear(node: NodeState, th: HealthThresholds, now: float) -> bool:
     )
 
 
+def _plan() -> tuple[tuple[Quiet | None, tuple[tuple[str, Rule], ...]], ...]:
+    """The rules grouped by quiet test, so that a test shared by several rules runs once."""
+    groups: dict[Quiet | None, list[tuple[str, Rule]]] = {}
+    for code, rule in RULES.items():
+        groups.setdefault(QUIET.get(code), []).append((code, rule))
+    return tuple((quiet, tuple(rules)) for quiet, rules in groups.items())
+
+
+_PLAN = _plan()
+
+
+def _worst_first(finding: Finding) -> tuple[bool, int, str, str]:
+    return (
+        finding.code not in SILENT_CODES,
+        -finding.severity,
+        finding.code,
+        finding.subject or "",
+    )
+
+
 def evaluate(
-    node: NodeState, peers: PeerContext, thresholds: HealthThresholds, now: float
+    node: NodeState,
+    peers: PeerContext,
+    thresholds: HealthThresholds,
+    now: float,
+    *,
+    skip_quiet: bool = True,
 ) -> list[Finding]:
-    """Every finding of every rule for one node, worst first; muted codes left out."""
+    """Every finding of every rule for one node, worst first; muted codes left out.
+
+    Rules whose quiet test says they have nothing to judge are not run (``skip_quiet=False``
+    runs every rule: the tests compare the two).
+    """
     muted = thresholds.muted_codes
-    findings = [
-        finding
-        for code, rule in RULES.items()
-        if code not in muted
-        for finding in rule(node, peers, thresholds, now)
-    ]
-    findings.sort(key=lambda f: (f.code not in SILENT_CODES, -f.severity, f.code, f.subject or ""))
+    findings: list[Finding] = []
+    for quiet, rules in _PLAN:
+        if skip_quiet and quiet is not None and quiet(node, peers, thresholds, now):
+            continue
+        for code, rule in rules:
+            if code not in muted:
+                findings.extend(rule(node, peers, thresholds, now))
+    if len(findings) > 1:
+        findings.sort(key=_worst_first)
     return findings
 
 

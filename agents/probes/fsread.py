@@ -94,12 +94,16 @@ class HeldFile:
         if fd is None:
             fd = self._open()
         try:
-            return self._read_from(fd)
+            data = os.pread(fd, self._size, 0)
+            if len(data) < self._size:
+                return data  # procfs fills a read as far as the file goes: this is all of it
+            return self._read_on(fd, data)
         except OSError as exc:
             if exc.errno not in _GONE:
                 raise  # e.g. EINVAL from a down link's attribute: the file itself is fine
             self.close()
-            return self._read_from(self._open())
+            fd = self._open()
+            return self._read_on(fd, os.pread(fd, self._size, 0))
 
     def read_text(self) -> str:
         """The whole file as stripped text, like :func:`read_text`."""
@@ -126,12 +130,11 @@ class HeldFile:
         self._fd = fd
         return fd
 
-    def _read_from(self, fd: int) -> bytes:
-        data = os.pread(fd, self._size, 0)
+    def _read_on(self, fd: int, data: bytes) -> bytes:
+        """``data`` and the rest of a file longer than one read (/proc/stat with thousands
+        of IRQs); the next read then asks for enough to get it all at once."""
         if len(data) < self._size:
-            return data  # procfs fills a read as far as the file goes: this is all of it
-        # A long file (/proc/stat with thousands of IRQs): read on from where that stopped,
-        # and ask for enough next time to get it in one read.
+            return data
         parts = [data]
         offset = len(data)
         while True:

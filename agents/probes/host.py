@@ -14,7 +14,7 @@ import platform
 import shlex
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tidectl.agents.probes.base import Probe, Section, describe_error
 from tidectl.agents.probes.fsread import HeldFile, read_all, read_optional, read_text
@@ -84,6 +84,19 @@ def meminfo_bytes(data: bytes, key: bytes) -> Optional[int]:
     return int(rest.split()[0]) * 1024
 
 
+def meminfo_values(data: bytes, keys: Sequence[bytes]) -> List[Optional[int]]:
+    """Several ``Key:  N kB`` values of /proc/meminfo in bytes, in one call (None for a key
+    that is absent): the sample wants four, and every call costs at 1 Hz."""
+    values: List[Optional[int]] = []
+    for key in keys:
+        rest = _after(data, key + b":")
+        values.append(int(rest.split()[0]) * 1024 if rest is not None else None)
+    return values
+
+
+_MEMINFO_KEYS = (b"MemTotal", b"MemAvailable", b"SwapTotal", b"SwapFree")
+
+
 def cpu_pct(prev: Optional[Tuple[float, float]], now: Tuple[float, float]) -> Optional[float]:
     """Busy share of all CPUs between two (busy, total) readings; None without a previous one."""
     if prev is None:
@@ -145,7 +158,8 @@ def _load_psutil() -> Any:
         return None
 
 
-Reader = Callable[[], Dict[str, Any]]
+#: Fills its group's fields into the sample; raises (having set none of them) on failure.
+Reader = Callable[[Section], None]
 
 
 class HostProbe(Probe):
@@ -278,11 +292,12 @@ class HostProbe(Probe):
         first_error: Optional[Exception] = None
         for fields, read in self._groups:
             try:
-                out.update(read())
+                read(out)
             except Exception as exc:  # a failing file nulls its own fields only
                 first_error = first_error or exc
                 message = describe_error(exc)
                 for key in fields:
+                    out[key] = None
                     errors[key] = message
         if len(errors) == len(SAMPLE_FIELDS) and first_error is not None:
             raise first_error
@@ -300,59 +315,54 @@ class HostProbe(Probe):
         self._prev_cpu = now
         return pct
 
-    # /proc path
+    # /proc path (each reader reads, then sets its fields: all or none of them)
 
-    def _stat(self) -> Dict[str, Any]:
+    def _stat(self, out: Section) -> None:
         stat = ProcStat(self._stat_file.read())
-        return {
-            "cpu_pct": self._cpu(stat.busy, stat.total),
-            "cpu_count": stat.cpu_count,
-            "procs_running": stat.procs_running,
-        }
+        out["cpu_pct"] = self._cpu(stat.busy, stat.total)
+        out["cpu_count"] = stat.cpu_count
+        out["procs_running"] = stat.procs_running
 
-    def _loadavg(self) -> Dict[str, Any]:
+    def _loadavg(self, out: Section) -> None:
         if self._real_proc:
-            load = os.getloadavg()
-            return {
-                "load1": round(load[0], 2),
-                "load5": round(load[1], 2),
-                "load15": round(load[2], 2),
-            }
+            load1, load5, load15 = os.getloadavg()
+            out["load1"] = round(load1, 2)
+            out["load5"] = round(load5, 2)
+            out["load15"] = round(load15, 2)
+            return
         parts = read_text(self._loadavg_path).split()
-        return {"load1": float(parts[0]), "load5": float(parts[1]), "load15": float(parts[2])}
+        loads = float(parts[0]), float(parts[1]), float(parts[2])
+        out["load1"], out["load5"], out["load15"] = loads
 
-    def _meminfo(self) -> Dict[str, Any]:
+    def _meminfo(self, out: Section) -> None:
         data = self._meminfo_file.read()
-        available = meminfo_bytes(data, b"MemAvailable")
+        total, available, swap_total, swap_free = meminfo_values(data, _MEMINFO_KEYS)
         if available is None:  # kernels before 3.14: the old free + buffers + cache estimate
-            parts = [meminfo_bytes(data, key) for key in (b"MemFree", b"Buffers", b"Cached")]
+            parts = meminfo_values(data, (b"MemFree", b"Buffers", b"Cached"))
             available = sum(p or 0 for p in parts)
-        swap_total = meminfo_bytes(data, b"SwapTotal")
-        swap_free = meminfo_bytes(data, b"SwapFree")
-        return {
-            "mem_total_bytes": meminfo_bytes(data, b"MemTotal"),
-            "mem_available_bytes": available,
-            "swap_total_bytes": swap_total,
-            "swap_used_bytes": (
-                swap_total - swap_free if swap_total is not None and swap_free is not None else None
-            ),
-        }
+        out["mem_total_bytes"] = total
+        out["mem_available_bytes"] = available
+        out["swap_total_bytes"] = swap_total
+        out["swap_used_bytes"] = (
+            swap_total - swap_free if swap_total is not None and swap_free is not None else None
+        )
 
-    def _uptime(self) -> Dict[str, Any]:
+    def _uptime(self, out: Section) -> None:
         if self._real_proc:
-            return {"uptime_s": round(time.clock_gettime(time.CLOCK_BOOTTIME), 2)}
-        return {"uptime_s": float(read_text(self._uptime_path).split()[0])}
+            out["uptime_s"] = round(time.clock_gettime(time.CLOCK_BOOTTIME), 2)
+        else:
+            out["uptime_s"] = float(read_text(self._uptime_path).split()[0])
 
-    def _procs(self) -> Dict[str, Any]:
-        return self._every(self._count_procs)
+    def _procs(self, out: Section) -> None:
+        out["procs"] = self._every(self._count_procs)
 
-    def _count_procs(self) -> Dict[str, Any]:
+    def _count_procs(self) -> int:
         # bytes names: listdir skips decoding each of the (often thousands of) entries, and
         # map() counts them in C, without a Python-level step per process.
         names = os.listdir(os.fsencode(self._proc_root))
-        return {"procs": sum(map(bytes.isdigit, names))}
+        return sum(map(bytes.isdigit, names))
 
-    def _every(self, count: Reader) -> Dict[str, Any]:
+    def _every(self, count: Callable[[], int]) -> int:
         """``count()`` once every PROCS_EVERY samples; its last result (or error) between."""
         self._procs_age += 1
         if self._procs_age >= PROCS_EVERY:
@@ -363,11 +373,11 @@ class HostProbe(Probe):
                 self._procs_last = exc
         if isinstance(self._procs_last, Exception):
             raise self._procs_last
-        return dict(self._procs_last)
+        return int(self._procs_last)
 
     # psutil path: the same keys, types and units
 
-    def _ps_cpu(self) -> Dict[str, Any]:
+    def _ps_cpu(self, out: Section) -> None:
         t = self._psutil.cpu_times()
         total = (
             sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
@@ -378,33 +388,35 @@ class HostProbe(Probe):
         if self._cpu_count is None or self._cpu_count_age >= PROCS_EVERY:
             self._cpu_count_age = 0
             self._cpu_count = int(self._psutil.cpu_count())
-        return {"cpu_pct": self._cpu(busy, total), "cpu_count": self._cpu_count}
+        out["cpu_pct"] = self._cpu(busy, total)
+        out["cpu_count"] = self._cpu_count
 
-    def _ps_load(self) -> Dict[str, Any]:
+    def _ps_load(self, out: Section) -> None:
         load = self._psutil.getloadavg()
-        return {"load1": round(load[0], 2), "load5": round(load[1], 2), "load15": round(load[2], 2)}
+        out["load1"], out["load5"], out["load15"] = (round(value, 2) for value in load[:3])
 
-    def _ps_mem(self) -> Dict[str, Any]:
+    def _ps_mem(self, out: Section) -> None:
         vm = self._psutil.virtual_memory()
-        return {"mem_total_bytes": int(vm.total), "mem_available_bytes": int(vm.available)}
+        out["mem_total_bytes"], out["mem_available_bytes"] = int(vm.total), int(vm.available)
 
-    def _ps_swap(self) -> Dict[str, Any]:
+    def _ps_swap(self, out: Section) -> None:
         sw = self._psutil.swap_memory()
-        return {"swap_total_bytes": int(sw.total), "swap_used_bytes": int(sw.used)}
+        out["swap_total_bytes"], out["swap_used_bytes"] = int(sw.total), int(sw.used)
 
-    def _ps_uptime(self) -> Dict[str, Any]:
+    def _ps_uptime(self, out: Section) -> None:
         if self._boot_time is None:  # fixed since boot; psutil reads /proc/stat per call
             self._boot_time = float(self._psutil.boot_time())
-        return {"uptime_s": round(time.time() - self._boot_time, 2)}
+        out["uptime_s"] = round(time.time() - self._boot_time, 2)
 
-    def _ps_procs(self) -> Dict[str, Any]:
-        return self._every(lambda: {"procs": len(self._psutil.pids())})
+    def _ps_procs(self, out: Section) -> None:
+        out["procs"] = self._every(lambda: len(self._psutil.pids()))
 
-    def _procs_running_only(self) -> Dict[str, Any]:
+    def _procs_running_only(self, out: Section) -> None:
         # psutil has no count of runnable tasks. /proc/loadavg's "R/T" holds it where it
         # exists (Linux): the same nr_running() as procs_running in /proc/stat, cheaper.
         try:
             text = read_text(self._loadavg_path)
         except FileNotFoundError:
-            return {"procs_running": None}  # not Linux: not supported
-        return {"procs_running": int(text.split()[3].split("/")[0])}
+            out["procs_running"] = None  # not Linux: not supported
+            return
+        out["procs_running"] = int(text.split()[3].split("/")[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tidectl.agents.probes.base import Probe, Section, describe_error
 from tidectl.agents.probes.fsread import HeldFile, read_optional, read_text
@@ -150,7 +150,12 @@ class NetProbe(Probe):
                 # Reopen now and then: a name taken over by another device within one tick
                 # (a rename, netns moves) is not left reading the old device's file.
                 link.operstate_file.close()
-            operstate = self._read(link.operstate_file.read_text, "operstate", errors)
+            operstate: Optional[str] = None
+            try:
+                operstate = link.operstate_file.read().decode("utf-8", "replace").strip()
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    errors["operstate"] = describe_error(exc)
             if operstate != link.operstate or link.age >= REFRESH_EVERY or link.failed:
                 link.age = 0
                 link.operstate = operstate
@@ -186,15 +191,6 @@ class NetProbe(Probe):
         self._dev_file.close()
         for link in self._links.values():
             link.operstate_file.close()
-
-    @staticmethod
-    def _read(read: Callable[[], str], key: str, errors: Dict[str, str]) -> Optional[str]:
-        try:
-            return read()
-        except OSError as exc:
-            if exc.errno not in _UNSUPPORTED:
-                errors[key] = describe_error(exc)
-        return None
 
     @staticmethod
     def _read_path(path: str, parse: Any, key: str, errors: Dict[str, str]) -> Any:

@@ -415,8 +415,8 @@ class MountTable:
 
     def _changed(self) -> bool:
         if self._poll is not None:
-            events = self._poll.poll(0)
-            return any(ev & (select.POLLPRI | select.POLLERR) for _, ev in events)
+            # Registered for POLLPRI|POLLERR only: any event at all is a reason to re-read.
+            return bool(self._poll.poll(0))
         try:
             st = os.stat(self._path)
         except OSError:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import gc
 import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +24,15 @@ from tests.fakes.procfs import (
     stat_text,
     uptime_text,
 )
-from tidectl.agents.probes.host import PROCS_EVERY, HostProbe, ProcStat, cpu_model, cpu_pct
+from tidectl.agents.probes.fsread import HeldFile
+from tidectl.agents.probes.host import (
+    PROCS_EVERY,
+    HostProbe,
+    ProcStat,
+    cpu_model,
+    cpu_pct,
+    meminfo_values,
+)
 
 #: The sample's keys, exactly as docs/agent-protocol.md lists them.
 SAMPLE_KEYS = [
@@ -298,3 +309,142 @@ def test_real_proc_shortcuts_match_the_files() -> None:
     assert [section["load1"], section["load5"], section["load15"]] == pytest.approx(
         load_file, abs=0.05
     )
+
+
+# --- held files (fsread.HeldFile): /proc/stat and /proc/meminfo stay open ------------------
+
+
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
+        opened.append(os.fsdecode(path) if not isinstance(path, int) else str(path))
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", counting)
+    return opened
+
+
+def test_a_held_proc_file_gives_fresh_values_without_reopening(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = HeldFile("/proc/self/schedstat")  # first field: ns this thread ran on a CPU
+    first = int(held.read().split()[0])
+    opened = _count_opens(monkeypatch)
+    deadline = time.process_time() + 0.02
+    while time.process_time() < deadline:
+        pass
+    second = int(held.read().split()[0])
+    monkeypatch.undo()
+    held.close()
+    assert second - first >= 10_000_000  # the 20 ms burnt since, seen through the same fd
+    assert opened == []
+
+
+def test_the_host_probe_opens_proc_stat_and_meminfo_once(
+    proc: FakeProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = HostProbe(proc_root=proc.path, use_psutil=False)
+    probe.sample()
+    opened = _count_opens(monkeypatch)
+    cpu0 = [c + d for c, d in zip(CPU0, [100, 0, 0, 100, 0, 0, 0, 0, 0, 0], strict=True)]
+    proc.write("stat", stat_text([cpu0, CPU1], procs_running=9))  # rewritten in place
+    proc.write("meminfo", meminfo_text(MemAvailable=1000))
+    section = probe.sample()
+    monkeypatch.undo()
+    probe.close()
+    assert (section["cpu_pct"], section["procs_running"]) == (50.0, 9)
+    assert section["mem_available_bytes"] == 1000 * 1024
+    assert not [path for path in opened if path.endswith(("/stat", "/meminfo"))]
+
+
+def test_a_held_file_longer_than_one_read_is_read_whole_then_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "stat"
+    text = stat_text([CPU0] * 256, irqs=40000, procs_running=42)
+    path.write_text(text)
+    assert len(text) > 1 << 16
+    held = HeldFile(str(path))
+    assert held.read() == text.encode()
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting(fd: int, size: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", counting)
+    assert held.read() == text.encode()
+    held.close()
+    assert reads == [0]  # it learnt the size
+
+
+def test_a_held_file_whose_device_went_is_opened_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "operstate"
+    path.write_text("up\n")
+    held = HeldFile(str(path), 64)
+    assert held.read() == b"up\n"
+    # The interface is deleted and made again: a new file at the path, and the held
+    # descriptor's next read fails with ENODEV, as sysfs does for a removed device.
+    stale_fd = held._fd
+    path.unlink()
+    path.write_text("down\n")
+    real_pread = os.pread
+    failed: list[int] = []
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        if fd == stale_fd and not failed:  # the new descriptor may get the same number
+            failed.append(fd)
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    assert held.read() == b"down\n"
+    assert failed == [stale_fd]
+    # Other errors are the file's value, not its absence: raised, the descriptor kept.
+    kept = held._fd
+
+    def einval(fd: int, size: int, offset: int) -> bytes:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    monkeypatch.setattr(os, "pread", einval)
+    with pytest.raises(OSError, match="Invalid argument"):
+        held.read()
+    assert held._fd == kept
+    monkeypatch.undo()
+    held.close()
+
+
+def test_held_files_are_released(proc: FakeProc) -> None:
+    fd_folder = "/proc/self/fd"
+    gc.collect()  # earlier tests' dropped probes
+    before = len(os.listdir(fd_folder))
+    probe = HostProbe(proc_root=proc.path, use_psutil=False)
+    probe.sample()
+    assert len(os.listdir(fd_folder)) == before + 2  # /proc/stat and /proc/meminfo
+    probe.close()
+    assert len(os.listdir(fd_folder)) == before
+    probe.sample()
+    del probe  # dropped without close(): the descriptors go with it, at the next
+    gc.collect()  # collection (the probe holds bound methods of itself)
+    assert len(os.listdir(fd_folder)) == before
+
+
+def test_not_kept_open_reads_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("1\n")
+    held = HeldFile(str(path), keep_open=False)
+    assert held.read() == b"1\n"
+    assert held._fd is None
+    path.unlink()
+    path.write_text("2\n")
+    assert held.read_text() == "2"
+
+
+def test_meminfo_values_reads_several_keys_at_once() -> None:
+    data = meminfo_text(MemTotal=100, SwapFree=3).encode()
+    assert meminfo_values(data, (b"MemTotal", b"SwapFree", b"Nope")) == [100 * 1024, 3 * 1024, None]

@@ -23,8 +23,10 @@ from tests.fakes.sysfs_ib import (
     set_counter,
     set_port_file,
 )
+from tidectl.agents import protocol
 from tidectl.agents.probes.base import Probe
 from tidectl.agents.probes.ib import IbProbe
+from tidectl.agents.protocol import EncodedSection
 
 PORT_KEYS = [
     "hca",
@@ -469,3 +471,103 @@ def test_eight_hca_fleet_shape(root: str, probes: list[IbProbe]) -> None:
     assert [p["hca"] for p in ports] == names
     assert [p["lid"] for p in ports] == list(range(0x1A, 0x22))
     assert all(p["counter_errors"] == {} and len(p["counters"]) == 21 for p in ports)
+
+
+# --- the section's ready-made JSON text --------------------------------------------------
+
+
+def _generic_text(section: dict[str, Any]) -> str:
+    plain = json.loads(json.dumps(section))
+    return json.dumps(plain, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda root: fake_ib_fleet(root, 8),
+        lambda root: build_roce(root, "mlx5_0", mac="0c:42:a1:16:05:4c"),
+        lambda root: build_efa(root, "efa_0"),  # no data counters: xmit/rcv bytes null
+        lambda root: build_hca(root, "mlx5_0", state="ACTIVE", rate="fast", lid="none"),
+        lambda root: build_hca(root, "mlx5_0", counters={"link_downed": "N/A (no PMA)"}),
+        # Quotes and a backslash in a string of the record: escaped in the text.
+        lambda root: build_hca(root, "mlx5_0", ports=2, rate='40 Gb/sec (4X "QDR" \\)'),
+    ],
+    ids=["fleet", "roce", "efa", "garbled", "no-pma", "two-ports"],
+)
+def test_the_section_carries_the_json_the_generic_encoder_writes(
+    root: str, probes: list[IbProbe], build: Any
+) -> None:
+    build(root)
+    probe = make(probes, root)
+    for _ in range(2):  # the first tick parses the port attributes, the second reuses that
+        section = probe.sample()
+        assert isinstance(section, EncodedSection)
+        assert section.json == _generic_text(section)
+        line = protocol.encode(
+            protocol.sample(seq=1, ts=1.0, mono=1.0, agent={}, probes={"ib": section})
+        )
+        assert json.loads(line)["probes"]["ib"] == json.loads(json.dumps(section))
+
+
+def test_new_values_reach_the_json_text_too(root: str, probes: list[IbProbe]) -> None:
+    build_hca(root, "mlx5_0")
+    probe = make(probes, root)
+    probe.sample()
+    set_counter(root, "mlx5_0", 1, "port_xmit_data", 2**40)
+    set_port_file(root, "mlx5_0", 1, "state", "1: DOWN")
+    section = probe.sample()
+    assert isinstance(section, EncodedSection)
+    port = json.loads(section.json)["ports"][0]
+    assert (port["counters"]["port_xmit_data"], port["xmit_bytes"]) == (2**40, 2**42)
+    assert (port["state"], port["state_name"]) == (1, "DOWN")
+    assert section.json == _generic_text(section)
+
+
+def test_a_failed_read_gives_a_plain_section(root: str, probes: list[IbProbe]) -> None:
+    # Read failures take the file-by-file path, which the generic encoder writes.
+    build_hca(root, "mlx5_0")
+    break_counter(root, "mlx5_0", 1, "symbol_error")
+    section = make(probes, root).sample()
+    assert not isinstance(section, EncodedSection)
+    assert "symbol_error" in only_port(section)["counter_errors"]
+
+
+def test_an_hca_made_again_under_its_name_is_replanned_at_the_relist(
+    root: str, probes: list[IbProbe]
+) -> None:
+    build_hca(root, "mlx5_0", lid=0x1A)
+    probe = make(probes, root, relist_every=3)
+    assert only_port(probe.sample())["lid"] == 0x1A
+    # Gone and back between two ticks (a driver reload), with another LID. On sysfs the old
+    # descriptors fail with ENODEV at once; the fake's old files still read, so the inode
+    # check of the relist is what notices.
+    remove_hca(root, "mlx5_0")
+    build_hca(root, "mlx5_0", lid=0x2B, pci_bus=0x7A)
+    lids = [only_port(probe.sample())["lid"] for _ in range(3)]
+    assert lids[-1] == 0x2B
+
+
+def test_a_relist_lists_only_what_can_change_while_a_device_lives(
+    root: str, probes: list[IbProbe], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_ib_fleet(root, 2)
+    build_efa(root, "efa_0")
+    probe = make(probes, root, relist_every=2)
+    probe.sample()
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:
+        listed.append(os.path.relpath(path, root))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    probe.sample()  # the relist tick
+    monkeypatch.undo()
+    # The PMA counters/ group and the ports are made once, when a device registers: only
+    # the EFA port's hw_counters/ is listed again (after looking for a counters/ there).
+    assert sorted(listed) == [
+        "class/infiniband",
+        "class/infiniband/efa_0/ports/1/counters",
+        "class/infiniband/efa_0/ports/1/hw_counters",
+    ]

@@ -284,3 +284,80 @@ def test_reads_per_sample_are_few_and_speed_is_refreshed(
     monkeypatch.setattr(netmod, "read_text", fsread.read_text)  # the link is no longer down
     nic = probe.sample()["nics"]["ens1f1np1"]
     assert (nic["operstate"], nic["carrier"], nic["speed_mbps"]) == ("up", True, 200000)
+
+
+# --- held operstate files --------------------------------------------------------------------
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_name_taken_by_another_device_is_read_from_the_new_one(
+    fakes: tuple[FakeProc, FakeSysNet],
+) -> None:
+    proc, sysfs = fakes
+    probe = NetProbe(proc_root=proc.path, sysfs_root=sysfs.path)
+    try:
+        assert probe.sample()["nics"]["eno1"]["operstate"] == "up"
+        # udev renames eno1 and another device takes the name (ifindex order changes, so
+        # the list of /proc/net/dev does). The held descriptor still reads the old device.
+        sysfs.add_nic(Nic("eno1", mtu=1500, operstate="down", carrier=0, speed=None))
+        renamed = dict(COUNTERS)
+        old = renamed.pop("eno1")
+        renamed["enp3s0"] = old
+        renamed["eno1"] = DevCounters(1, 1, 0, 0, 1, 1, 0, 0)
+        proc.write("net/dev", net_dev_text(renamed))
+        sysfs.add_nic(
+            Nic("enp3s0", "3c:ec:ef:5b:20:10", 1500, "up", 1, 1000, "0000:03:00.0", "igb")
+        )
+        nics = probe.sample()["nics"]
+        assert (nics["eno1"]["operstate"], nics["eno1"]["rx_bytes"]) == ("down", 1)
+        assert nics["enp3s0"]["operstate"] == "up"
+    finally:
+        probe.close()
+
+
+def test_operstate_changes_are_seen_through_the_held_descriptor(
+    fakes: tuple[FakeProc, FakeSysNet],
+) -> None:
+    proc, sysfs = fakes
+    probe = NetProbe(proc_root=proc.path, sysfs_root=sysfs.path)
+    try:
+        probe.sample()
+        devdir = sysfs.root / "devices/pci0000:00/0000:03:00.0/net/eno1"
+        (devdir / "operstate").write_text("lowerlayerdown\n")  # in place, like sysfs
+        (devdir / "carrier").write_text("0\n")
+        nic = probe.sample()["nics"]["eno1"]
+        assert (nic["operstate"], nic["carrier"]) == ("lowerlayerdown", False)
+    finally:
+        probe.close()
+
+
+def test_a_vanished_interface_releases_its_descriptor(fakes: tuple[FakeProc, FakeSysNet]) -> None:
+    proc, sysfs = fakes
+    before = _fds()
+    probe = NetProbe(proc_root=proc.path, sysfs_root=sysfs.path)
+    probe.sample()
+    assert _fds() == before + 1 + 5  # /proc/net/dev, and operstate of each interface but lo
+    fewer = {name: counters for name, counters in COUNTERS.items() if name != "docker0"}
+    proc.write("net/dev", net_dev_text(fewer))
+    assert "docker0" not in probe.sample()["nics"]
+    assert _fds() == before + 1 + 4
+    probe.close()
+    assert _fds() == before
+
+
+def test_past_the_descriptor_budget_interfaces_are_read_by_path(
+    fakes: tuple[FakeProc, FakeSysNet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, sysfs = fakes
+    monkeypatch.setattr(netmod, "MAX_HELD_FILES", 2)
+    before = _fds()
+    probe = NetProbe(proc_root=proc.path, sysfs_root=sysfs.path)
+    capped = probe.sample()
+    assert _fds() == before + 1 + 2
+    probe.close()
+    unlimited = NetProbe(proc_root=proc.path, sysfs_root=sysfs.path)
+    assert unlimited.sample() == capped
+    unlimited.close()

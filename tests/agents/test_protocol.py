@@ -93,3 +93,48 @@ def test_overlong_line_is_refused_before_parsing() -> None:
 def test_decode_of_arbitrary_bytes_raises_only_protocol_error(data: bytes) -> None:
     with contextlib.suppress(protocol.ProtocolError):
         protocol.decode(data)
+
+
+# A probe may hand over its section's JSON text ready-made (EncodedSection): the line is the
+# same, byte for byte, as the generic encoder's.
+
+
+def _generic(record: dict[str, Any]) -> bytes:
+    text = json.dumps(record, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return text.encode("utf-8") + b"\n"
+
+
+@given(probes=sections, wrapped=st.sets(st.sampled_from(["host", "gpu", "ib", "storage", "net"])))
+def test_encoded_sections_give_the_generic_line(probes: dict[str, Any], wrapped: set[str]) -> None:
+    mixed: dict[str, Any] = {}
+    for name, section in probes.items():
+        if name in wrapped and isinstance(section, dict):
+            text = json.dumps(section, separators=(",", ":"), ensure_ascii=False)
+            mixed[name] = protocol.EncodedSection(section, text)
+        else:
+            mixed[name] = section
+    record = protocol.sample(seq=7, ts=1.5, mono=2.5, agent={"cpu_ms": 0.5}, probes=mixed)
+    plain = protocol.sample(seq=7, ts=1.5, mono=2.5, agent={"cpu_ms": 0.5}, probes=probes)
+    assert protocol.encode(record) == _generic(plain)
+    assert protocol.decode(protocol.encode(record)) == plain
+
+
+def test_an_encoded_section_is_used_as_written_and_is_a_dict() -> None:
+    # The text is trusted, not re-encoded: here it differs from the dict on purpose.
+    section = protocol.EncodedSection({"ports": []}, '{"ports":[{"hca":"x"}]}')
+    assert isinstance(section, dict) and section == {"ports": []}
+    assert json.dumps(section) == '{"ports": []}'  # to everyone else, a plain dict
+    record = protocol.sample(
+        seq=1, ts=1.0, mono=1.0, agent={}, probes={"host": {"a": "é"}, "ib": section}
+    )
+    line = protocol.encode(record)
+    assert line.endswith(b',"probes":{"host":{"a":"\xc3\xa9"},"ib":{"ports":[{"hca":"x"}]}}}\n')
+
+
+def test_a_nan_beside_an_encoded_section_is_null_and_the_section_kept() -> None:
+    section = protocol.EncodedSection({"ports": [{"n": 1}]}, '{"ports":[{"n":1}]}')
+    record = protocol.sample(
+        seq=1, ts=1.0, mono=1.0, agent={}, probes={"gpu": {"power_w": math.nan}, "ib": section}
+    )
+    decoded = protocol.decode(protocol.encode(record))
+    assert decoded["probes"] == {"gpu": {"power_w": None}, "ib": {"ports": [{"n": 1}]}}

@@ -11,12 +11,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tidectl.agents import protocol
+from tidectl.agents import protocol, runner
 from tidectl.agents.probes.base import Probe, Section
-from tidectl.agents.runner import Sampler, Stream
+from tidectl.agents.runner import Sampler, Stream, next_tick
 
 
 class CountingProbe(Probe):
@@ -237,3 +238,128 @@ def test_probes_after_a_hung_one_are_back_on_the_next_tick() -> None:
     assert recovered["gpu"] == {"late": True}
     assert recovered["net"] == {"calls": 4}
     assert threading.active_count() - threads_before == 2
+
+
+# The stream's lane keeps its own time: standing orders, and what happens around them.
+
+
+class ThreadRecordingProbe(CountingProbe):
+    """Counts calls and notes the thread and monotonic time of each."""
+
+    def __init__(self, name: str = "host") -> None:
+        super().__init__(name)
+        self.threads: list[int] = []
+        self.times: list[float] = []
+
+    def sample(self) -> Section:
+        self.threads.append(threading.get_ident())
+        self.times.append(time.monotonic())
+        return super().sample()
+
+
+def test_streaming_reuses_one_lane_that_keeps_the_schedule_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    orders: list[float | None] = []
+    order = runner._Lane.order
+
+    def counting_order(lane: runner._Lane, calls: Any, start: float, every: Any = None) -> int:
+        orders.append(every)
+        return order(lane, calls, start, every)
+
+    monkeypatch.setattr(runner._Lane, "order", counting_order)
+    probe = ThreadRecordingProbe()
+    out = io.BytesIO()
+    stream = Stream([probe], out, interval_s=0.1)
+    threads_before = threading.active_count()
+    stream.run(count=6)
+    # Orders twice: the hello's facts, then standing sample orders; none per tick after.
+    assert orders == [None, 0.1]
+    samples = [protocol.decode(line) for line in out.getvalue().splitlines()[1:]]
+    # One lane for the hello and every sample: no thread per tick, no hand-over per tick.
+    assert len(set(probe.threads)) == 1
+    assert threading.active_count() - threads_before == 1
+    # Calls start on the schedule (the lane's own timer), and the record says when.
+    gaps = [b - a for a, b in itertools.pairwise(probe.times)]
+    assert all(0.07 < gap < 0.2 for gap in gaps), gaps
+    monos = [s["mono"] for s in samples]
+    assert all(0.07 < b - a < 0.2 for a, b in itertools.pairwise(monos)), monos
+    # 0.5 s after the first, whatever the jitter: ticks are set from the start, not chained.
+    assert abs(monos[-1] - monos[0] - 0.5) < 0.05
+    assert [s["probes"]["host"]["calls"] for s in samples] == [1, 2, 3, 4, 5, 6]
+    assert all(s["agent"]["duration_ms"] < 100 for s in samples)
+
+
+def test_no_call_is_made_after_the_stream_ends() -> None:
+    probe = CountingProbe()
+    stream = Stream([probe], io.BytesIO(), interval_s=0.05)
+    stream.run(count=3)
+    assert probe.calls == 3
+    time.sleep(0.2)  # four more intervals: the standing orders were cancelled
+    assert probe.calls == 3
+    # A later synchronous tick still works, on the same lane.
+    assert stream.tick()["probes"]["host"] == {"calls": 4}
+    time.sleep(0.12)
+    assert probe.calls == 4
+    stream.close()
+
+
+def test_a_probe_hung_while_streaming_is_left_out_then_back() -> None:
+    hanging = HangingProbe()
+    counting = CountingProbe("net")
+    out = io.BytesIO()
+    stream = Stream([hanging, counting], out, interval_s=0.1)
+    threads_before = threading.active_count()
+
+    def release_later() -> None:
+        time.sleep(0.35)
+        hanging.release.set()
+
+    threading.Thread(target=release_later, daemon=True).start()
+    started = time.monotonic()
+    stream.run(count=8)
+    elapsed = time.monotonic() - started
+    samples = [protocol.decode(line) for line in out.getvalue().splitlines()[1:]]
+    storage = [s["probes"]["storage"] for s in samples]
+    assert "did not finish" in storage[0]["error"]
+    assert "not reached" in samples[0]["probes"]["net"]["error"]
+    assert any("still stuck" in s.get("error", "") for s in storage[1:3])
+    # Called again once its stuck call returned, and every tick after that; never twice at
+    # a time.
+    assert storage[-1] == {"late": True}
+    assert hanging.calls == 1 + sum(s == {"late": True} for s in storage)
+    nets = [s["probes"]["net"].get("calls") for s in samples[1:]]
+    assert nets == list(range(1, 8))  # never skipped after the first tick
+    assert elapsed < 8 * 0.1 + 0.3  # the interval kept throughout
+    # The stuck lane was reused once free: two lanes, however many ticks.
+    assert threading.active_count() - threads_before == 2
+
+
+def test_a_slow_reader_makes_the_stream_skip_ticks_not_burst() -> None:
+    class SlowOut(io.BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            if b'"seq":2' in data:
+                time.sleep(0.35)  # the console stopped reading for a while
+            return super().write(data)
+
+    probe = ThreadRecordingProbe()
+    out = SlowOut()
+    stream = Stream([probe], out, interval_s=0.1)
+    stream.run(count=5)
+    samples = [protocol.decode(line) for line in out.getvalue().splitlines()[1:]]
+    monos = [s["mono"] for s in samples]
+    # After the stall the next sample is on the schedule, not a burst of stale ones.
+    assert monos[2] - monos[1] > 0.3
+    assert all(0.07 < b - a < 0.2 for a, b in itertools.pairwise(monos[2:])), monos
+    # Each record is the reading its calls made at its own time.
+    assert [s["probes"]["host"]["calls"] for s in samples] == sorted(
+        s["probes"]["host"]["calls"] for s in samples
+    )
+    assert len(set(probe.threads)) == 1
+
+
+def test_next_tick_skips_missed_ticks() -> None:
+    assert next_tick(10.0, 1.0, 10.5) == 11.0
+    assert next_tick(10.0, 1.0, 11.0) == 11.0
+    assert next_tick(10.0, 1.0, 13.2) == 14.0
+    assert next_tick(10.0, 0.25, 10.9) == 11.0

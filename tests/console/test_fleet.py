@@ -7,6 +7,7 @@ import gc
 import logging
 import time
 import tracemalloc
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -14,12 +15,15 @@ import pytest
 from tests.console.test_health import FakeClock, Mutate, Record, SimFeed, health_of, run, spec
 from tidectl.agents import protocol
 from tidectl.console import schema
+from tidectl.console.collector import Collector
+from tidectl.console.config.model import AgentSettings, ClusterConfig, Site, SshSettings
 from tidectl.console.fleet import (
     MAX_EVENTS,
     DuplicateNodeError,
     Fleet,
     UnknownNodeError,
 )
+from tidectl.console.history import GPU_SERIES
 from tidectl.console.model import LinkState, Severity
 from tidectl.console.thresholds import HealthThresholds
 
@@ -311,6 +315,47 @@ def test_history_and_rates_through_the_fleet() -> None:
     assert rx[-1] == pytest.approx(state.rates.ib_total("rcv_bytes"), rel=1e-6)
     assert rx[-1] > 1e9
     assert state.history.times()[-1] == clock.t
+
+
+def test_history_keeps_each_gpus_series_from_its_own_fields() -> None:
+    fleet, feeds, clock = make_fleet(1)
+    feeds[0].start()
+    samples = []
+    for _ in range(3):
+        clock.advance(1.0)
+        samples.append(feeds[0].sample())
+        fleet.on_sample("gpu001", samples[-1])
+    history = feeds[0].state.history
+    for sample_at, sample in enumerate(samples):
+        assert sample.probes.gpu is not None
+        for gpu in sample.probes.gpu.gpus:
+            for name in GPU_SERIES:
+                value = getattr(gpu, name)
+                assert history.gpu_series(gpu.index, name)[sample_at] == pytest.approx(
+                    value, rel=1e-6
+                ), (gpu.index, name)
+
+
+def test_the_collector_refuses_another_major_even_after_reading_this_one() -> None:
+    fleet, feeds, _ = make_fleet(1)
+    config = ClusterConfig(
+        name="t",
+        path=Path("cluster.toml"),
+        ssh=SshSettings(user="u", identity_file=None, known_hosts=Path("/dev/null")),
+        agent=AgentSettings(),
+        sites=(Site("dc1"),),
+        nodes=(spec("gpu001"),),
+        health=HealthThresholds(),
+    )
+    collector = Collector(config, fleet, stream_agents=False)
+    line = protocol.encode(feeds[0].sample_record()).rstrip(b"\n")
+    collector._on_line("gpu001", line)
+    assert collector.lines_decoded == 1
+    collector._on_line("gpu001", line.replace(b'"schema":"1.0"', b'"schema":"2.0"'))
+    assert (collector.lines_decoded, collector.lines_refused) == (1, 1)
+    assert "agent speaks schema 2.0" in (fleet.nodes["gpu001"].agent_error or "")
+    collector._on_line("gpu001", line.replace(b'"schema":"1.0"', b'"schema":"1.7"'))  # a minor
+    assert (collector.lines_decoded, collector.lines_refused) == (2, 1)
 
 
 def test_bad_arguments() -> None:

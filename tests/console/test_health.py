@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidectl.agents import protocol
 from tidectl.agents.probes.sim import SimNode
@@ -568,3 +570,211 @@ def test_documented_thresholds_exist_and_every_threshold_is_documented() -> None
     assert all(f"`{name}`" in text for name in fields), fields
     for code, meaning in health.XID_MEANINGS.items():
         assert f"| {code} | {meaning} |" in text
+
+
+# --- quiet tests: skipping rules that have nothing to judge never hides a finding -------------
+
+
+def _count_rule_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record which rules ``evaluate`` runs."""
+    runs: list[str] = []
+
+    def counted(code: str, rule: health.Rule) -> health.Rule:
+        def run_rule(*args: Any) -> Iterable[Finding]:
+            runs.append(code)
+            return rule(*args)
+
+        return run_rule
+
+    plan = tuple(
+        (quiet, tuple((code, counted(code, rule)) for code, rule in rules))
+        for quiet, rules in health._PLAN
+    )
+    monkeypatch.setattr(health, "_PLAN", plan)
+    return runs
+
+
+def test_a_healthy_node_runs_only_the_rules_without_a_quiet_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feed, clock = single()
+    runs = _count_rule_runs(monkeypatch)
+    run([feed], clock, 1)
+    assert runs == ["gpu.missing"]
+    # A hot GPU wakes its group up: every per-GPU rule runs, gpu.temp reports.
+    runs.clear()
+    state = feed.send(gpu_field(3, temp_c=88))
+    assert set(runs) == {
+        "gpu.missing", "gpu.ecc_dbe", "gpu.remapped_rows", "gpu.temp", "gpu.power", "gpu.nvlink"
+    }  # fmt: skip
+    assert codes(state) == {("gpu.temp", "gpu3"): Severity.WARN}
+
+
+def test_every_rule_but_gpu_missing_has_a_quiet_test_and_each_runs_once() -> None:
+    assert set(health.RULES) - set(health.QUIET) == {"gpu.missing"}
+    planned = [code for _quiet, rules in health._PLAN for code, _rule in rules]
+    assert sorted(planned) == sorted(health.RULES)
+
+
+_BASE: dict[str, Any] = {}
+
+
+def _base_records() -> tuple[bytes, Record, Record]:
+    """A hello and two consecutive samples of a busy simulated node (built once)."""
+    if not _BASE:
+        clock = FakeClock()
+        fleet = Fleet([spec("gpu001")], HealthThresholds(), clock=clock)
+        feed = SimFeed(fleet, "gpu001", clock, seed=5)
+        clock.advance(700)
+        _BASE["hello"] = protocol.encode(feed.hello_record())
+        _BASE["first"] = feed.sample_record()
+        clock.advance(1.0)
+        _BASE["second"] = feed.sample_record()
+    return _BASE["hello"], _BASE["first"], _BASE["second"]
+
+
+THRESHOLDS = [
+    HealthThresholds(),
+    # Misconfigured on purpose: critical below warn must still report critical.
+    HealthThresholds(gpu_temp_warn_c=95.0, gpu_temp_critical_c=80.0),
+    HealthThresholds(storage_full_warn_pct=99.0, storage_full_critical_pct=40.0),
+    HealthThresholds(gpu_power_warn_fraction=0.5, muted_codes=("gpu.temp",)),
+]
+
+
+@st.composite
+def edits(draw: st.DrawFn) -> list[Mutate]:
+    """Edits of a real sample record around what the rules judge (failed sections last)."""
+    out: list[Mutate] = []
+    failed: list[Mutate] = []
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["gpu", "gpu", "mount", "port", "section", "faults", "drop"]))
+        index = draw(st.integers(0, 7))
+        if kind == "gpu":
+            field_name, value = draw(
+                st.sampled_from(
+                    [
+                        ("temp_c", None), ("temp_c", 84.9), ("temp_c", 85), ("temp_c", 92),
+                        ("temp_c", 81), ("power_w", None), ("power_w", 714.0), ("power_w", 714.1),
+                        ("power_w", 360.0), ("power_limit_w", 0), ("power_limit_w", None),
+                        ("ecc_dbe_volatile", 1), ("ecc_dbe_volatile", None),
+                        ("ecc_dbe_aggregate", 3), ("remapped_rows_uncorrectable", 2),
+                        ("remapped_rows_pending", True), ("remapped_rows_failure", True),
+                        ("nvlink", {"up": 16, "total": 18}), ("nvlink", {"up": 0, "total": 0}),
+                        ("nvlink", None),
+                    ]
+                )
+            )  # fmt: skip
+            out.append(gpu_field(index, **{field_name: value}))
+        elif kind == "mount":
+            pct = draw(st.sampled_from([10.0, 39.99, 40.0, 89.99, 90.0, 97.0, 99.5, 100.0]))
+            what = draw(st.sampled_from(["space", "inodes", "stale"]))
+            out.append(_mount_edit(index % 4, what, pct))
+        elif kind == "port":
+            out.append(
+                _port_edit(
+                    index % 7, draw(st.sampled_from([(1, 400.0), (4, 200.0), (None, 400.0)]))
+                )
+            )
+        elif kind == "section":
+            failed.append(_failed_section(draw(st.sampled_from(SECTIONS))))
+        elif kind == "faults":
+            out.append(_fault_file_errors)
+        else:
+            out.append(_lost_gpu(index))
+    return out + failed
+
+
+def _failed_section(name: str) -> Mutate:
+    def mutate(record: Record) -> None:
+        record["probes"][name] = {"error": "EIO"}
+
+    return mutate
+
+
+def _fault_file_errors(record: Record) -> None:
+    record["probes"]["host"]["fault_errors"] = ["line 1: unknown fault kind '?'"]
+
+
+def _lost_gpu(index: int) -> Mutate:
+    def mutate(record: Record) -> None:
+        gpus = record["probes"]["gpu"]["gpus"]
+        record["probes"]["gpu"]["gpus"] = [g for g in gpus if g["index"] != index]
+
+    return mutate
+
+
+def _mount_edit(position: int, what: str, pct: float) -> Mutate:
+    def mutate(record: Record) -> None:
+        mounts = record["probes"]["storage"]["mounts"]
+        mount = mounts[position % len(mounts)]
+        if what == "stale":
+            mount.update(stale=True, error="statvfs did not answer")
+        elif what == "space":
+            total = mount["used_bytes"] + mount["avail_bytes"]
+            mount["used_bytes"] = int(total * pct / 100.0)
+            mount["avail_bytes"] = total - mount["used_bytes"]
+        else:
+            mount["inodes_used"] = int(mount["inodes_total"] * pct / 100.0)
+
+    return mutate
+
+
+def _port_edit(position: int, state_rate: tuple[int | None, float]) -> Mutate:
+    def mutate(record: Record) -> None:
+        ports = record["probes"]["ib"]["ports"]
+        port = ports[position % len(ports)]
+        port.update(state=state_rate[0], rate_gbps=state_rate[1])
+
+    return mutate
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    mutations=edits(),
+    thresholds=st.sampled_from(THRESHOLDS),
+    link=st.sampled_from([LinkState.STREAMING] * 3 + [LinkState.STALE, LinkState.UNREACHABLE]),
+    silent_s=st.sampled_from([0.0, 0.0, 5.0]),
+    agent_error=st.sampled_from([None, None, "unreadable line"]),
+)
+def test_skipping_quiet_rules_never_hides_a_finding(
+    mutations: list[Mutate],
+    thresholds: HealthThresholds,
+    link: LinkState,
+    silent_s: float,
+    agent_error: str | None,
+) -> None:
+    hello, first, second = _base_records()
+    clock = FakeClock()
+    fleet = Fleet([spec("gpu001")], thresholds, clock=clock)
+    fleet.on_link("gpu001", LinkState.STREAMING)
+    fleet.on_hello("gpu001", _DECODE_HELLO.decode(hello))
+    fleet.on_sample("gpu001", _DECODE_SAMPLE.decode(protocol.encode(first)))
+    record = msgspec.json.decode(protocol.encode(second))
+    for mutate in mutations:
+        mutate(record)
+    clock.advance(1.0)
+    fleet.on_sample("gpu001", _DECODE_SAMPLE.decode(protocol.encode(record)))
+    fleet.on_link("gpu001", link, "timed out" if link is LinkState.UNREACHABLE else None)
+    if agent_error is not None:
+        fleet.on_agent_error("gpu001", agent_error)
+    clock.advance(silent_s)
+    node = fleet.nodes["gpu001"]
+    context = fleet._peers.context
+    skipped = health.evaluate(node, context, thresholds, clock.t)
+    everything = health.evaluate(node, context, thresholds, clock.t, skip_quiet=False)
+    assert skipped == everything
+
+
+def test_the_link_finding_follows_the_links_state_and_error() -> None:
+    feed, _ = single()
+    fleet = feed.fleet
+    for state, error in [
+        (LinkState.UNREACHABLE, "connection refused"),
+        (LinkState.UNREACHABLE, "timed out"),
+        (LinkState.AUTH_FAILED, "timed out"),
+    ]:
+        fleet.on_link("gpu001", state, error)
+        assert feed.state.findings[0].message == (
+            f"The console is not streaming from this node's agent ({state.value}): {error}."
+        )

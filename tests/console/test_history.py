@@ -127,3 +127,33 @@ def test_memory_is_allocated_once_and_never_grows() -> None:
     assert history.nbytes == expected
     assert len(history) == capacity
     assert grown < 4096, f"appending {2 * capacity} rows grew memory by {grown} bytes"
+
+
+def test_gpus_land_in_their_columns_whatever_the_order_they_come_in() -> None:
+    history = NodeHistory(4)
+    history.append(1.0, node_row(1.0), {0: gpu_row(10.0), 1: gpu_row(20.0)})
+    history.append(2.0, node_row(2.0), {1: gpu_row(21.0), 0: gpu_row(11.0)})  # swapped
+    history.append(3.0, node_row(3.0), {0: gpu_row(12.0), 1: gpu_row(22.0)})
+    assert history.gpu_series(0, "util_pct") == [10.0, 11.0, 12.0]
+    assert history.gpu_series(1, "mem_used_bytes") == [23.0, 24.0, 25.0]
+    assert history.node_series("gpu_util_pct") == [1.0, 2.0, 3.0]
+
+
+def test_rows_of_the_wrong_width_are_cut_or_padded_and_never_shift_columns() -> None:
+    history = NodeHistory(4)
+    history.append(1.0, node_row(1.0), {0: gpu_row(10.0), 1: gpu_row(20.0)})
+    # Five values then three: the same total as two right rows, in the wrong places.
+    history.append(2.0, node_row(2.0), {0: (11.0, 12.0, 13.0, 14.0, 99.0), 1: (21.0, 22.0, 23.0)})
+    assert history.gpu_series(0, "mem_used_bytes") == [13.0, 14.0]
+    assert history.gpu_series(1, "util_pct") == [20.0, 21.0]
+    assert same(history.gpu_series(1, "mem_used_bytes"), [23.0, math.nan])
+
+
+def test_missing_and_huge_values_in_a_row_of_known_gpus() -> None:
+    history = NodeHistory(3)
+    history.append(1.0, node_row(1.0), {0: gpu_row(1.0)})
+    history.append(2.0, (None, 1e39, 2.0, 3.0, 4.0), {0: (None, 5.0, 6.0, 7.0)})
+    assert math.isnan(history.node_series("gpu_util_pct")[-1])
+    assert history.node_series("ib_rx_bytes_s")[-1] == math.inf  # beyond float32
+    assert same(history.gpu_series(0, "util_pct"), [1.0, math.nan])
+    assert history.gpu_series(0, "temp_c") == [2.0, 5.0]

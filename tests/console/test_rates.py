@@ -1,21 +1,33 @@
-"""Counter → rate: real sim samples, resets, 32/64-bit wraps, PMA saturation, gaps, smoothing."""
+"""Counter → rate: real sim samples, resets, 32/64-bit wraps, PMA saturation, gaps, smoothing,
+and the short paths of the common step against the per-subject rates."""
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.console.test_health import FakeClock, Record, SimFeed, spec
 from tidectl.console import schema
 from tidectl.console.fleet import Fleet
 from tidectl.console.rates import (
+    ECC_TAU_S,
     ERROR_TAU_S,
+    IB_ERROR_COUNTER_BITS,
     MAX_GAP_S,
+    NIC_ERROR_COUNTERS,
     NodeRates,
+    Rates,
+    _smooth,
     counter_delta,
     counter_rate,
+    disk_rates,
+    ib_rates,
     step_seconds,
 )
 from tidectl.console.thresholds import HealthThresholds
@@ -102,10 +114,10 @@ def test_rates_from_two_real_samples() -> None:
     rates.update(first, second)
     assert rates.dt == 2.0
     key = sim.node.ports[0]
-    words = (
-        port_of(second, key).counters["port_xmit_data"]
-        - port_of(first, key).counters["port_xmit_data"]
-    )
+    now_words = port_of(second, key).counters.port_xmit_data
+    was_words = port_of(first, key).counters.port_xmit_data
+    assert now_words is not None and was_words is not None
+    words = now_words - was_words
     assert rates.ib[key]["xmit_bytes"] == words * 4 / 2.0
     assert (rates.ib[key]["xmit_bytes"] or 0.0) > 1e9  # a training job's GB/s
     assert rates.ib[key]["symbol_error"] == 0.0
@@ -285,3 +297,241 @@ def test_nic_64_bit_wrap_and_ecc_rates() -> None:
     assert rates.nic["eth0"]["rx_bytes"] == 1000.0
     assert rates.gpu[2]["ecc_sbe"] is None  # 936 → 900: a reset of the volatile count
     assert rates.gpu[1]["ecc_sbe"] == 0.0
+
+
+# --- counters as decoded --------------------------------------------------------------------
+
+
+def test_counters_decode_into_named_fields_and_unknown_names_are_dropped() -> None:
+    line = (
+        b'{"type":"sample","schema":"1.0","seq":1,"ts":1.0,"probes":{"ib":{"ports":[{"hca":"efa_0",'
+        b'"port":1,"counters":{"symbol_error":3,"port_xmit_data":null,"rdma_read_bytes":9}}]}}}'
+    )
+    sample = msgspec.json.decode(line, type=schema.Sample)
+    assert sample.probes.ib is not None
+    counters = sample.probes.ib.ports[0].counters
+    assert isinstance(counters, schema.IbCounters)
+    assert counters.symbol_error == 3
+    assert counters.port_xmit_data is None  # null: could not be read
+    assert counters.link_downed is None  # absent
+    assert not hasattr(counters, "rdma_read_bytes")  # not a counter the console reads
+    with pytest.raises(msgspec.ValidationError, match=r"\$.probes.ib.ports\[0\].counters"):
+        msgspec.json.decode(
+            line.replace(b'"symbol_error":3', b'"symbol_error":"3"'), type=schema.Sample
+        )
+
+
+def test_decoded_records_are_not_tracked_by_the_cyclic_gc() -> None:
+    sim, clock = feed()
+    clock.advance(1.0)
+    sample = sim.sample()
+    assert sample.probes.gpu is not None and sample.probes.ib is not None
+    for record in (sample, sample.probes, sample.probes.gpu.gpus[0], sample.probes.ib.ports[0]):
+        assert not gc.is_tracked(record), type(record).__name__
+
+
+# --- what is computed at once, and what when read ------------------------------------------------
+
+
+def test_per_subject_rates_are_computed_when_read_from_that_steps_readings() -> None:
+    sim, clock = feed()
+    clock.advance(700)
+    first = sim.sample()
+    clock.advance(2.0)
+    second = sim.sample()
+    rates = NodeRates()
+    rates.update(None, first)
+    rates.update(first, second)
+    assert first.probes.ib is not None and second.probes.ib is not None
+    expected_ib = ib_rates(first.probes.ib, second.probes.ib, 2.0)
+    # Not read yet: a failed IB read in between keeps that step's rates, read later.
+    clock.advance(1.0)
+    failed = sim.sample(lambda record: record["probes"].update(ib={"error": "EIO"}))
+    rates.update(second, failed)
+    assert rates.ib == expected_ib
+    assert rates.ib_total("rcv_bytes") == pytest.approx(
+        sum(r["rcv_bytes"] or 0.0 for r in expected_ib.values())
+    )
+    assert second.probes.storage is not None and failed.probes.storage is not None
+    assert rates.disk == disk_rates(second.probes.storage, failed.probes.storage, 1.0)
+
+
+@pytest.mark.parametrize("name", list(IB_ERROR_COUNTER_BITS))
+def test_every_error_counter_is_watched_at_once(name: str) -> None:
+    """Each PMA error counter that counts is seen by the short path, smoothed and noted."""
+    sim, clock = feed()
+    key = sim.node.ports[1]
+    rates = NodeRates()
+    previous = None
+    for value in (5, 5, 7):
+        clock.advance(1.0)
+        sample = sim.sample(edit_port(key, **{name: value}))
+        rates.update(previous, sample)
+        previous = sample
+    assert rates.ib_counted == {key: {name: 2.0}}
+    assert rates.ib_errors[key][name] == pytest.approx(2.0 * (1 - math.exp(-1 / ERROR_TAU_S)))
+    clock.advance(1.0)
+    rates.update(previous, sim.sample(edit_port(key, **{name: 7})))
+    assert rates.ib_counted == {}
+    assert rates.ib_errors[key][name] < 2.0 * (1 - math.exp(-1 / ERROR_TAU_S))  # decaying
+
+
+# The short paths must give what the per-subject rates give: random counter histories
+# (counting, idle, reset, wrapped, saturated, unreadable), ports that come, go and move,
+# failed sections and gaps; the reference recomputes everything from the per-subject rates,
+# as the console did before it had short paths.
+
+PORT_KEYS = ("mlx5_0/1", "mlx5_1/1", "mlx5_2/1")
+WATCHED = ("symbol_error", "link_downed", "port_rcv_errors", "port_rcv_data", "port_xmit_data")
+MOVES = ("same", "same", "up", "up", "reset", "wrap", "saturate", "unread")
+
+
+def _moved(value: int | None, move: str, name: str, step: int) -> int | None:
+    top = (1 << IB_ERROR_COUNTER_BITS[name]) - 1 if name in IB_ERROR_COUNTER_BITS else TOP32 - 1
+    if move == "unread":
+        return None
+    if value is None or move == "reset":
+        return step
+    if move == "up":
+        return value + 1 + step * 37
+    if move == "wrap":
+        return TOP32 - 3 if name.endswith("_data") and value < TOP32 - 3 else 2
+    if move == "saturate":
+        return top
+    return value
+
+
+def _sample(
+    mono: float, ports: list[tuple[str, dict[str, int | None]]] | None, nic: dict[str, int]
+) -> schema.Sample:
+    ib = (
+        schema.IbSample(error="EIO")
+        if ports is None
+        else schema.IbSample(
+            ports=[
+                schema.IbPort(
+                    hca=key.split("/")[0],
+                    port=int(key.split("/")[1]),
+                    counters=schema.IbCounters(**values),
+                    rcv_bytes=None if values["port_rcv_data"] is None else 7,
+                )
+                for key, values in ports
+            ]
+        )
+    )
+    gpus = [
+        schema.Gpu(index=i, ecc_sbe_volatile=nic["sbe"] + i, ecc_dbe_aggregate=nic["dbe"])
+        for i in range(2)
+    ]
+    return schema.Sample(
+        schema="1.0",
+        seq=1,
+        ts=mono,
+        mono=mono,
+        probes=schema.Probes(
+            ib=ib,
+            net=schema.NetSample(
+                nics={"eth0": schema.Nic(rx_bytes=nic["rx"], rx_errors=nic["err"])}
+            ),
+            gpu=schema.GpuSample(gpus=gpus),
+        ),
+    )
+
+
+def _reference_step(ref: dict[str, dict[str, float]], rates: NodeRates) -> None:
+    """The smoothed IB error rates as the console computed them before the short paths."""
+    dt = rates.dt
+    if dt is not None:
+        keep = math.exp(-dt / ERROR_TAU_S)
+        for key, per_port in rates.ib.items():
+            ema = ref.get(key)
+            for name in IB_ERROR_COUNTER_BITS:
+                rate = per_port.get(name)
+                if rate is None or (not rate and not ema):
+                    continue
+                if ema is None:
+                    ema = ref[key] = {}
+                _smooth(ema, name, rate, keep)
+    for gone in [k for k, ema in ref.items() if k not in rates.ib or not ema]:
+        del ref[gone]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_short_paths_agree_with_the_per_subject_rates(data: st.DataObject) -> None:
+    fast, slow = NodeRates(), NodeRates()  # fast is never read per subject
+    reference: dict[str, dict[str, float]] = {}
+    reference_nic: dict[str, dict[str, float]] = {}
+    reference_sbe: dict[int, float] = {}
+    values: dict[str, dict[str, int | None]] = {key: dict.fromkeys(WATCHED, 0) for key in PORT_KEYS}
+    nic = {"rx": 1_000, "err": 0, "sbe": 0, "dbe": 0}
+    mono, previous = 100.0, None
+    for step in range(8):
+        gap = data.draw(st.sampled_from([False] * 6 + [True]), label="gap")
+        mono += MAX_GAP_S + 1 if gap else data.draw(st.sampled_from([0.5, 1.0, 2.0]))
+        size = len(PORT_KEYS) * len(WATCHED)
+        moves = iter(data.draw(st.lists(st.sampled_from(MOVES), min_size=size, max_size=size)))
+        for key in PORT_KEYS:
+            for name in WATCHED:
+                values[key][name] = _moved(values[key][name], next(moves), name, step)
+        order = data.draw(st.permutations(PORT_KEYS), label="ports")
+        count = data.draw(st.integers(1, len(PORT_KEYS)), label="count")
+        failed = data.draw(st.sampled_from([False] * 7 + [True]), label="failed")
+        counted = data.draw(st.lists(st.sampled_from([0, 0, 3]), min_size=4, max_size=4))
+        for name, more in zip(nic, counted, strict=True):
+            nic[name] += more
+        ports = None if failed else [(key, dict(values[key])) for key in order[:count]]
+        sample = _sample(mono, ports, nic)
+        was_gap = previous is not None and step_seconds(previous, sample) is None
+        fast.update(previous, sample)
+        slow.update(previous, sample)
+        if was_gap:
+            # Across a gap or a restart, even when the section failed.
+            for averages in (reference, reference_nic, reference_sbe):
+                averages.clear()
+        if not failed:
+            _reference_step(reference, slow)
+        _reference_others(reference_nic, reference_sbe, slow)
+        assert fast.ib_errors == reference
+        assert fast.ib_total("rcv_bytes") == _sum(slow.ib, "rcv_bytes")
+        assert fast.ib_total("xmit_bytes") == _sum(slow.ib, "xmit_bytes")
+        if not failed:
+            moved = {
+                key: {n: r for n, r in per.items() if n in IB_ERROR_COUNTER_BITS and r}
+                for key, per in slow.ib.items()
+            }
+            assert fast.ib_counted == {k: v for k, v in moved.items() if v}
+        assert fast.nic_total("rx_bytes") == _sum(slow.nic, "rx_bytes")
+        assert fast.nic_errors == reference_nic
+        assert fast.gpu_ecc_sbe == reference_sbe
+        assert fast.gpu_ecc_dbe == {i: r["ecc_dbe"] for i, r in slow.gpu.items() if r["ecc_dbe"]}
+        previous = sample
+
+
+def _reference_others(
+    nic_ref: dict[str, dict[str, float]], sbe_ref: dict[int, float], rates: NodeRates
+) -> None:
+    """Smoothed NIC errors and corrected ECC errors, from the per-subject rates."""
+    keep = math.exp(-rates.dt / ERROR_TAU_S) if rates.dt is not None else 1.0
+    for name, per_nic in rates.nic.items():
+        ema = nic_ref.setdefault(name, {})
+        for counter in NIC_ERROR_COUNTERS:
+            rate = per_nic[counter]
+            if rate is not None:
+                _smooth(ema, counter, rate, keep)
+    for gone in [k for k, ema in nic_ref.items() if k not in rates.nic or not ema]:
+        del nic_ref[gone]
+    keep = math.exp(-rates.dt / ECC_TAU_S) if rates.dt is not None else 1.0
+    for index, per_gpu in rates.gpu.items():
+        sbe = per_gpu["ecc_sbe"]
+        if sbe is not None:
+            _smooth(sbe_ref, index, sbe, keep)
+
+
+def _sum(rates: dict[str, Rates], name: str) -> float | None:
+    values = [r[name] for r in rates.values() if r.get(name) is not None]
+    total: float | None = None
+    for value in values:
+        assert value is not None
+        total = value if total is None else total + value
+    return total
