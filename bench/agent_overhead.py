@@ -52,6 +52,8 @@ def _run_agent(
 ) -> tuple[float, list[dict[str, object]], int]:
     """(CPU seconds per sample after the warm-up, the sample records, peak RSS in bytes)."""
     count = args.warmup + args.samples
+    # Two samples past the measured ones, so the process (and its probe threads) is still
+    # alive when the second CPU reading is taken.
     proc = subprocess.Popen(
         [
             python,
@@ -62,7 +64,7 @@ def _run_agent(
             "--interval",
             str(args.interval),
             "--count",
-            str(count),
+            str(count + 2),
             "--sysfs-root",
             str(sysfs),
             "--probes",

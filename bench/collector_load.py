@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from tidectl.console import schema
@@ -69,6 +70,9 @@ async def measure(
             streaming = sum(n.link is LinkState.STREAMING for n in fleet.nodes.values())
             if streaming == nodes and time.monotonic() - started >= warmup_s:
                 break
+            if int(time.monotonic() - started) % 10 == 0:
+                links = Counter(n.link.value for n in fleet.nodes.values())
+                print(f"{time.monotonic() - started:.0f} s: {dict(links)}", file=sys.stderr)
         connect_s = time.monotonic() - started
         fleet.recording = True
         cpu0, wall0, decoded0 = _cpu_s(), time.monotonic(), collector.lines_decoded

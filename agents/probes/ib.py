@@ -438,7 +438,7 @@ def _batch_records(slices: List[Tuple[_Port, int, int, int]], raws: List[bytes])
             head, field_errors, head_text = port.parsed_fields
         else:
             head, field_errors, head_text = _port_fields(port, fields, False)
-        errors = dict(field_errors)
+        errors = dict(field_errors) if field_errors else {}
         try:
             values = list(map(int, raws[mid:end]))  # int() takes the bytes, newline and all
         except ValueError:

@@ -159,7 +159,10 @@ class NodeLink:
             last_data = time.monotonic()
             while True:
                 try:
-                    data = await asyncio.wait_for(process.stdout.read(1 << 16), self._stale_after_s)
+                    # asyncio.timeout, not wait_for: wait_for wraps every read in a new Task,
+                    # which at a thousand lines a second is a measurable share of a core.
+                    async with asyncio.timeout(self._stale_after_s):
+                        data = await process.stdout.read(1 << 16)
                 except TimeoutError:
                     silent = time.monotonic() - last_data
                     if silent >= self._recycle_after_s:
