@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncssh
@@ -79,6 +79,16 @@ class Recorder:
         return next(e or "" for s, e in self.states if s == state)
 
 
+async def run_until(link: NodeLink, recorder: Recorder, check: Callable[[], bool]) -> None:
+    """Run ``link`` until ``check()`` holds, then stop it."""
+    task = asyncio.create_task(link.run())
+    try:
+        await recorder.wait_for(check)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def link_for(node: FakeNode, recorder: Recorder, **ssh: object) -> NodeLink:
     return NodeLink(
         spec(node),
@@ -119,12 +129,7 @@ async def test_deploy_refuses_a_node_without_usable_python(node: FakeNode) -> No
 
 async def test_link_streams_the_agent_and_lines_decode(node: FakeNode) -> None:
     recorder = Recorder()
-    task = asyncio.create_task(link_for(node, recorder).run())
-    try:
-        await recorder.wait_for(lambda: len(recorder.lines) >= 3)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(link_for(node, recorder), recorder, lambda: len(recorder.lines) >= 3)
     records = [protocol.decode(line) for line in recorder.lines]
     assert records[0]["type"] == "hello"
     assert [r["seq"] for r in records[1:3]] == [1, 2]
@@ -139,12 +144,9 @@ async def test_host_key_mismatch_sends_no_command(node: FakeNode, tmp_path: Path
         f"[127.0.0.1]:{node.port} {other.export_public_key().decode().strip()}\n"
     )
     recorder = Recorder()
-    task = asyncio.create_task(link_for(node, recorder).run())
-    try:
-        await recorder.wait_for(lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(
+        link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH)
+    )
     assert node.commands == []
     message = recorder.error_for(LinkState.HOST_KEY_MISMATCH)
     assert "does not match" in message and "no command was sent" in message
@@ -153,12 +155,9 @@ async def test_host_key_mismatch_sends_no_command(node: FakeNode, tmp_path: Path
 async def test_unknown_host_is_refused_too(node: FakeNode) -> None:
     node.known_hosts.write_text("")
     recorder = Recorder()
-    task = asyncio.create_task(link_for(node, recorder).run())
-    try:
-        await recorder.wait_for(lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(
+        link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH)
+    )
     assert node.commands == []
 
 
@@ -166,12 +165,11 @@ async def test_refused_user_key_is_auth_failed(node: FakeNode, tmp_path: Path) -
     stranger = tmp_path / "stranger"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
     recorder = Recorder()
-    task = asyncio.create_task(link_for(node, recorder, identity_file=stranger).run())
-    try:
-        await recorder.wait_for(lambda: recorder.seen(LinkState.AUTH_FAILED))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(
+        link_for(node, recorder, identity_file=stranger),
+        recorder,
+        lambda: recorder.seen(LinkState.AUTH_FAILED),
+    )
     assert "refused our key" in recorder.error_for(LinkState.AUTH_FAILED)
     assert node.commands == []
 
@@ -207,12 +205,9 @@ async def test_endless_line_is_refused_and_the_stream_recycled(node: FakeNode) -
 
     node.stream = endless
     recorder = Recorder()
-    task = await _scenario_link(node, recorder)
-    try:
-        await recorder.wait_for(lambda: recorder.seen(LinkState.AGENT_FAILED))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(
+        link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.AGENT_FAILED)
+    )
     assert "without a newline" in recorder.error_for(LinkState.AGENT_FAILED)
     assert recorder.lines == []
 
@@ -242,12 +237,9 @@ async def test_agent_that_exits_says_why(node: FakeNode) -> None:
 
     node.stream = crash
     recorder = Recorder()
-    task = await _scenario_link(node, recorder)
-    try:
-        await recorder.wait_for(lambda: recorder.seen(LinkState.AGENT_FAILED))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(
+        link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.AGENT_FAILED)
+    )
     assert recorder.error_for(LinkState.AGENT_FAILED) == (
         "agent exited with status 1: MemoryError: out of memory"
     )
@@ -318,12 +310,7 @@ async def test_host_certificate_signed_by_a_known_ca_is_accepted(node: FakeNode)
         f"@cert-authority 127.0.0.1 {ca.export_public_key().decode().strip()}\n"
     )
     recorder = Recorder()
-    task = asyncio.create_task(link_for(node, recorder).run())
-    try:
-        await recorder.wait_for(lambda: recorder.seen(LinkState.STREAMING))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.STREAMING))
 
     # A certificate from another CA is refused like a wrong key.
     await node.stop()
@@ -338,12 +325,9 @@ async def test_host_certificate_signed_by_a_known_ca_is_accepted(node: FakeNode)
     )
     node.commands.clear()
     recorder = Recorder()
-    task = asyncio.create_task(link_for(node, recorder).run())
-    try:
-        await recorder.wait_for(lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(
+        link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH)
+    )
     assert node.commands == []
 
 
