@@ -343,6 +343,10 @@ class Fleet:
             by_site=dict(by_site),
         )
 
+    def now(self) -> float:
+        """The fleet's clock: what ``sample_at``, event times and ages are measured against."""
+        return self._clock()
+
     def interval_of(self, name: str) -> float:
         """Seconds between a node's samples, as its agent's hello said (1 before a hello)."""
         return agent_interval(self._node(name))

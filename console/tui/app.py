@@ -1,0 +1,227 @@
+"""The Textual console: the fleet live in a full-screen terminal.
+
+The app owns the collector (a worker on its own event loop, so the screen is up before the
+first node answers) and subscribes to the fleet. Fleet flushes arrive as ``FleetChanged``
+messages that coalesce in the queue; the app hands the names to every screen, and only the
+screen showing applies them: hidden views are not rendered. Blocking work (writing the sim's
+fault file) runs in a thread worker; handlers never do I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.worker import Worker, WorkerState
+
+from tidectl.console.collector import Collector
+from tidectl.console.config.model import ClusterConfig
+from tidectl.console.fleet import Fleet
+from tidectl.console.sim.injector import SimFaults
+from tidectl.console.tui.commands import ConsoleCommands
+from tidectl.console.tui.dialogs import FaultMenu, HelpScreen, bindings_table
+from tidectl.console.tui.events_screen import EventsScreen
+from tidectl.console.tui.fleet_screen import FleetScreen
+from tidectl.console.tui.fleet_table import FleetTable
+from tidectl.console.tui.messages import FleetChanged, InjectFault
+from tidectl.console.tui.node_screen import NodeScreen
+from tidectl.console.view.faults import FaultChoice, fault_choices
+
+Source = Callable[[], AbstractAsyncContextManager[object]]
+
+
+class ConsoleApp(App[int]):
+    CSS_PATH = "console.tcss"
+    TITLE = "tidectl"
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS: ClassVar = {ConsoleCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("colon", "command_palette", "Commands", id="app.palette"),
+        Binding("e", "events", "Events", id="app.events"),
+    ]
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        cluster: str,
+        *,
+        source: Source | None = None,
+        faults: SimFaults | None = None,
+        keymap: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.fleet = fleet
+        self.cluster = cluster
+        self.source = source
+        self.faults = faults
+        self.keymap = dict(keymap or {})
+        self.fleet_screen = FleetScreen(fleet, cluster)
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- life --------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        self.push_screen(self.fleet_screen)
+        self._unsubscribe = self.fleet.subscribe(self._fleet_flushed)
+        self.set_interval(1.0, self._tick)
+        if self.source is not None:
+            self._collect()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    @work(exclusive=True, group="collector", exit_on_error=False)
+    async def _collect(self) -> None:
+        assert self.source is not None
+        async with self.source():
+            await _forever()
+
+    def _fleet_flushed(self, names: frozenset[str]) -> None:
+        self.post_message(FleetChanged(names))
+
+    def on_fleet_changed(self, message: FleetChanged) -> None:
+        for screen in self.screen_stack:
+            note = getattr(screen, "note_changes", None)
+            if note is not None:
+                note(message.names)
+
+    def _tick(self) -> None:
+        tick = getattr(self.screen, "tick", None)
+        if tick is not None:
+            tick()
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if event.worker.group == "collector":
+            self.notify(f"The collector stopped: {error}", severity="error", timeout=30)
+        else:
+            self.notify(str(error), title="Could not do that", severity="error", timeout=10)
+
+    # -- views -------------------------------------------------------------------------------
+
+    def action_events(self) -> None:
+        if not isinstance(self.screen, EventsScreen):
+            self.push_screen(EventsScreen(self.fleet))
+
+    def action_help(self) -> None:
+        scopes = [
+            ("everywhere", ConsoleApp.BINDINGS),
+            ("fleet", FleetScreen.BINDINGS),
+            ("fleet table", FleetTable.BINDINGS),
+            ("node", NodeScreen.BINDINGS),
+            ("events", EventsScreen.BINDINGS),
+        ]
+        self.push_screen(HelpScreen(bindings_table(scopes, self.keymap)))
+
+    def _on_fleet_screen(self) -> FleetScreen:
+        while not isinstance(self.screen, FleetScreen) and len(self.screen_stack) > 2:
+            self.pop_screen()
+        return self.fleet_screen
+
+    def sort_by(self, key: str) -> None:
+        self._on_fleet_screen().sort_by(key)
+
+    def toggle_fold(self) -> None:
+        self._on_fleet_screen().action_fold()
+
+    def cycle_group(self) -> None:
+        self._on_fleet_screen().action_group()
+
+    def set_filter(self, text: str) -> None:
+        screen = self._on_fleet_screen()
+        box = screen.query_one("#filter")
+        box.value = text  # type: ignore[attr-defined]
+        box.display = bool(text)
+
+    # -- faults (the demo's simulated cluster) -----------------------------------------------
+
+    def inject_selected(self) -> None:
+        if isinstance(self.screen, NodeScreen):
+            self.screen.action_inject()
+        else:
+            self._on_fleet_screen().action_inject()
+
+    def clear_all_faults(self) -> None:
+        if self.faults is not None:
+            self._write_faults(None, None)
+
+    @on(InjectFault)
+    def _inject(self, message: InjectFault) -> None:
+        if self.faults is None:
+            self.notify(
+                "Faults can be injected into the simulated cluster only (tidectl demo).",
+                severity="warning",
+            )
+            return
+        if message.fault is None:
+            self._write_faults(message.node, None)
+            return
+        node = self.fleet.nodes.get(message.node)
+        choices = fault_choices(node) if node is not None else []
+        if not choices:
+            self.notify(f"{message.node} has not sampled yet; try again in a moment.")
+            return
+
+        def chosen(choice: FaultChoice | None) -> None:
+            if choice is not None:
+                self._write_faults(message.node, choice.fault)
+
+        self.push_screen(FaultMenu(message.node, choices), chosen)
+
+    @work(thread=True, group="faults", exit_on_error=False)
+    def _write_faults(self, node: str | None, fault: str | None) -> None:
+        faults = self.faults
+        assert faults is not None
+        if node is None:
+            faults.clear_all()
+            said = "Cleared every injected fault."
+        elif fault is None:
+            faults.clear(node)
+            said = f"Cleared the injected faults of {node}."
+        else:
+            faults.inject(node, fault)
+            said = f"Injected {fault} into {node}; it shows within a tick or two."
+        self.call_from_thread(self.notify, said)
+
+
+async def _forever() -> None:
+    while True:
+        await asyncio.sleep(3600)
+
+
+@contextlib.asynccontextmanager
+async def _collecting(config: ClusterConfig, fleet: Fleet) -> AsyncIterator[object]:
+    async with Collector(config, fleet) as collector:
+        yield collector
+
+
+def console_app(config: ClusterConfig, *, faults: SimFaults | None = None) -> ConsoleApp:
+    """The console over ``config``'s nodes, collecting from them once it runs."""
+    fleet = Fleet(config.nodes, config.health)
+    return ConsoleApp(
+        fleet,
+        config.name,
+        source=lambda: _collecting(config, fleet),
+        faults=faults,
+        keymap=getattr(config, "keymap", None),
+    )
+
+
+def run_console(config: ClusterConfig, *, faults: SimFaults | None = None) -> int:
+    """Run the console until the operator quits; returns the exit status."""
+    result = console_app(config, faults=faults).run()
+    return 0 if result is None else result

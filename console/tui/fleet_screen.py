@@ -1,0 +1,199 @@
+"""The main screen: header, the fleet table, a filter line and the key bar."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from tidectl.console.fleet import Fleet
+from tidectl.console.tui.fleet_table import FleetTable
+from tidectl.console.tui.messages import InjectFault
+from tidectl.console.view import render
+from tidectl.console.view.filter import FilterError
+from tidectl.console.view.header import header_text
+from tidectl.console.view.table import FleetTableModel, Line
+
+
+class FleetScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter", id="fleet.filter"),
+        Binding("s", "sort", "Sort", id="fleet.sort"),
+        Binding("r", "reverse", "Reverse", id="fleet.reverse"),
+        Binding("f", "fold", "Fold", id="fleet.fold"),
+        Binding("p", "group", "Group", id="fleet.group"),
+        Binding("i", "inject", "Fault", id="fleet.inject"),
+        Binding("c", "clear_faults", "Clear faults", show=False, id="fleet.clear_faults"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="fleet.clear_filter"),
+    ]
+
+    def __init__(self, fleet: Fleet, cluster: str) -> None:
+        super().__init__(id="fleet-screen")
+        self.fleet = fleet
+        self.cluster = cluster
+        self.model = FleetTableModel()
+        self.pending: set[str] = set(fleet.nodes)
+        #: Seconds the last apply of fleet changes took (for the console's benchmark).
+        self.last_apply_s = 0.0
+        self._filter_error: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="summary")
+        yield Static(id="heading")
+        yield FleetTable(self.model, self.fleet, id="fleet")
+        yield Input(placeholder="filter: gpu[001-004] health:crit site:x code:ib text", id="filter")
+        yield Static(id="status")
+        yield Footer()
+
+    @property
+    def table(self) -> FleetTable:
+        return self.query_one(FleetTable)
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.apply_pending()
+        self.table.focus()
+
+    def on_screen_resume(self) -> None:
+        self.apply_pending()
+
+    # -- fleet changes -----------------------------------------------------------------------
+
+    def note_changes(self, names: frozenset[str]) -> None:
+        """Remember changed nodes; apply them now if this screen is showing."""
+        self.pending |= names
+        if self.is_current:
+            self.apply_pending()
+
+    def apply_pending(self) -> None:
+        started = time.perf_counter()
+        if self.pending:
+            self.model.update(self.fleet, self.pending)
+            self.pending.clear()
+        self.table.relayout()
+        self._show_header()
+        self.last_apply_s = time.perf_counter() - started
+
+    def tick(self) -> None:
+        """Once a second: ages move on even when no node changed."""
+        if self.is_current:
+            self.table.refresh()
+            self._show_header()
+
+    def _show_header(self) -> None:
+        self.query_one("#summary", Static).update(header_text(self.cluster, self.fleet.summary()))
+        model = self.model
+        self.query_one("#heading", Static).update(
+            render.heading(self.table.name_w, model.sort, model.reverse)
+        )
+        counts = model.counts()
+        status = Text(no_wrap=True, overflow="ellipsis")
+        status.append(f"{counts['shown']} of {counts['nodes']} nodes")
+        status.append(f" · sort {model.sort}{' reversed' if model.reverse else ''}")
+        status.append(f" · group {model.group.value}")
+        if model.folded:
+            status.append(" · folded")
+        if not model.filter.empty:
+            status.append(" · filter ")
+            status.append(model.filter.text, style="bold")
+        if self._filter_error:
+            status.append(f" · {self._filter_error}", style="bold red")
+        self.query_one("#status", Static).update(status)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self._set_filter("")
+        self.table.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = bool(event.value)
+        self.table.focus()
+
+    def on_key(self, event: object) -> None:
+        # Escape inside the filter box: leave it, clearing the filter.
+        key = getattr(event, "key", None)
+        if key == "escape" and self.focused is self.query_one("#filter", Input):
+            self.action_clear_filter()
+
+    def _set_filter(self, text: str) -> None:
+        try:
+            self.model.set_filter(text)
+        except FilterError as exc:
+            self._filter_error = str(exc)
+        else:
+            self._filter_error = None
+        self.table.relayout()
+        self._show_header()
+
+    def action_sort(self) -> None:
+        self.model.cycle_sort()
+        self.apply_pending()
+
+    def sort_by(self, key: str) -> None:
+        self.model.set_sort(key, self.model.reverse)
+        self.apply_pending()
+
+    def action_reverse(self) -> None:
+        self.model.toggle_reverse()
+        self.apply_pending()
+
+    def action_fold(self) -> None:
+        self.model.toggle_fold()
+        self.apply_pending()
+
+    def action_group(self) -> None:
+        self.model.cycle_group()
+        self.apply_pending()
+
+    def _node_under_cursor(self) -> str | None:
+        line = self.table.current
+        if line is None or line.kind != "node":
+            self.notify("Put the cursor on one node first (unfold the set with f).")
+            return None
+        return line.rows[0].name
+
+    def action_inject(self) -> None:
+        name = self._node_under_cursor()
+        if name is not None:
+            self.post_message(InjectFault(name, ""))
+
+    def action_clear_faults(self) -> None:
+        name = self._node_under_cursor()
+        if name is not None:
+            self.post_message(InjectFault(name, None))
+
+    @on(FleetTable.LineChosen)
+    def _open(self, event: FleetTable.LineChosen) -> None:
+        line: Line = event.line
+        if line.kind == "node":
+            from tidectl.console.tui.node_screen import NodeScreen
+
+            self.app.push_screen(NodeScreen(self.fleet, line.rows[0].name))
+        elif line.kind == "fold":
+            # Enter on a folded set narrows the table to its nodes, unfolded.
+            box = self.query_one("#filter", Input)
+            box.value = line.label
+            box.display = True
+            self.model.folded = False
+            self._set_filter(line.label)

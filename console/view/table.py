@@ -1,0 +1,178 @@
+"""The fleet table's model: rows by node, filtered, sorted, grouped and folded into lines.
+
+Front ends hand it the names the fleet says changed; it rebuilds those rows only
+(``node_row``) and lays the lines out again on the next ``lines()`` call, so a tick costs one
+row per changed node plus one sort, whatever the front end then draws. Folding turns nodes
+with the same place, link, health and findings into one node-set line (``sim[0001-0960] ok``)
+so a thousand nodes fit a screen and only the exceptions stand out.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tidectl.console.fleet import Fleet
+from tidectl.console.nodesets import fold
+from tidectl.console.view.filter import Filter, parse_filter
+from tidectl.console.view.rows import NodeRow, node_row
+
+
+class GroupBy(enum.StrEnum):
+    NONE = "none"
+    SITE = "site"
+    POOL = "pool"
+
+
+@functools.lru_cache(maxsize=65536)
+def natural(name: str) -> tuple[Any, ...]:
+    """``gpu9`` before ``gpu10``: digit runs compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _missing_last(value: float | None) -> float:
+    # Descending sorts negate: a node with no figure sinks either way.
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+#: Sort orders by column key: each puts the most interesting row first (worst health,
+#: busiest, hottest, fullest, oldest sample), ties broken by name.
+SORTS: dict[str, Callable[[NodeRow], tuple[Any, ...]]] = {
+    "name": lambda r: (natural(r.name),),
+    "health": lambda r: (-r.health, natural(r.name)),
+    "link": lambda r: (r.link.value, natural(r.name)),
+    "site": lambda r: (r.site, r.pool, natural(r.name)),
+    "gpus": lambda r: (-(r.gpus or 0), natural(r.name)),
+    "util": lambda r: (-_missing_last(r.util_pct), natural(r.name)),
+    "mem": lambda r: (-_missing_last(r.mem_pct), natural(r.name)),
+    "temp": lambda r: (-_missing_last(r.hottest_c), natural(r.name)),
+    "ib": lambda r: (-_missing_last(r.ib_errors_per_min), natural(r.name)),
+    "fs": lambda r: (-_missing_last(r.fs_pct), natural(r.name)),
+    "net": lambda r: (-_missing_last(r.net_bytes_s), natural(r.name)),
+    "age": lambda r: (r.sample_at, natural(r.name)),
+}
+SORT_ORDER = tuple(SORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of the table: a group heading, one node, or a folded node set."""
+
+    kind: Literal["group", "node", "fold"]
+    key: str  # stable identity for a cursor: "group:site:dc1", a node name, "fold:<set>"
+    label: str
+    rows: tuple[NodeRow, ...] = ()
+
+
+class FleetTableModel:
+    def __init__(self) -> None:
+        self.rows: dict[str, NodeRow] = {}
+        self.filter: Filter = parse_filter("")
+        self.sort = "health"
+        self.reverse = False
+        self.group = GroupBy.NONE
+        self.folded = False
+        self._lines: list[Line] | None = None
+
+    # -- data --------------------------------------------------------------------------------
+
+    def update(self, fleet: Fleet, names: Iterable[str]) -> None:
+        """Rebuild the rows of ``names`` from ``fleet``; nodes it no longer holds leave."""
+        nodes = fleet.nodes
+        for name in names:
+            node = nodes.get(name)
+            if node is None:
+                self.rows.pop(name, None)
+            else:
+                self.rows[name] = node_row(node)
+        self._lines = None
+
+    def load(self, fleet: Fleet) -> None:
+        self.rows.clear()
+        self.update(fleet, fleet.nodes)
+
+    # -- view settings -----------------------------------------------------------------------
+
+    def set_filter(self, text: str) -> None:
+        """Filter by ``text``; raises FilterError (and keeps the old filter) when it is bad."""
+        self.filter = parse_filter(text)
+        self._lines = None
+
+    def set_sort(self, key: str, reverse: bool = False) -> None:
+        if key not in SORTS:
+            raise ValueError(f"no column {key!r} to sort by; columns: {', '.join(SORTS)}")
+        self.sort, self.reverse = key, reverse
+        self._lines = None
+
+    def cycle_sort(self) -> str:
+        self.set_sort(SORT_ORDER[(SORT_ORDER.index(self.sort) + 1) % len(SORT_ORDER)])
+        return self.sort
+
+    def toggle_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self._lines = None
+
+    def cycle_group(self) -> GroupBy:
+        order = list(GroupBy)
+        self.group = order[(order.index(self.group) + 1) % len(order)]
+        self._lines = None
+        return self.group
+
+    def toggle_fold(self) -> bool:
+        self.folded = not self.folded
+        self._lines = None
+        return self.folded
+
+    # -- layout ------------------------------------------------------------------------------
+
+    @property
+    def visible(self) -> list[NodeRow]:
+        """The rows the filter lets through, sorted."""
+        rows = [row for row in self.rows.values() if self.filter.matches(row)]
+        rows.sort(key=SORTS[self.sort], reverse=self.reverse)
+        return rows
+
+    def lines(self) -> list[Line]:
+        if self._lines is None:
+            self._lines = self._layout()
+        return self._lines
+
+    def _layout(self) -> list[Line]:
+        rows = self.visible
+        if self.group is GroupBy.NONE:
+            return self._body(rows)
+        groups: dict[str, list[NodeRow]] = {}
+        for row in rows:
+            groups.setdefault(row.site if self.group is GroupBy.SITE else row.pool, []).append(row)
+        lines: list[Line] = []
+        for name in sorted(groups):
+            members = groups[name]
+            heading = f"{self.group.value} {name}: {len(members)} nodes"
+            lines.append(Line("group", f"group:{self.group.value}:{name}", heading))
+            lines.extend(self._body(members))
+        return lines
+
+    def _body(self, rows: list[NodeRow]) -> list[Line]:
+        if not self.folded:
+            return [Line("node", row.name, row.name, (row,)) for row in rows]
+        members: dict[tuple[object, ...], list[NodeRow]] = {}
+        for row in rows:  # in sort order: each fold sits where its first member sorts
+            members.setdefault(row.fold_key, []).append(row)
+        lines = []
+        for group in members.values():
+            if len(group) == 1:
+                lines.append(Line("node", group[0].name, group[0].name, (group[0],)))
+            else:
+                label = fold(row.name for row in group)
+                lines.append(Line("fold", f"fold:{label}", label, tuple(group)))
+        return lines
+
+    def counts(self) -> Mapping[str, int]:
+        """Nodes held and nodes shown (for a "42 of 1000" line)."""
+        shown = sum(len(line.rows) for line in self.lines())
+        return {"nodes": len(self.rows), "shown": shown}
