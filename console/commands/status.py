@@ -59,13 +59,14 @@ def _settled(node: NodeState) -> bool:
     return node.link in _GAVE_UP
 
 
-async def collect(config: ClusterConfig, wait_s: float) -> Fleet:
+async def collect(config: ClusterConfig, wait_s: float, *, until_settled: bool = True) -> Fleet:
+    """Collect for ``wait_s`` seconds, or less once every node has settled (``until_settled``)."""
     fleet = Fleet(config.nodes, config.health)
     async with Collector(config, fleet):
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            if all(_settled(node) for node in fleet.nodes.values()):
+            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            if until_settled and all(_settled(node) for node in fleet.nodes.values()):
                 break
         fleet.check_staleness()
         fleet.flush()
@@ -94,6 +95,19 @@ def node_json(node: NodeState, now: float) -> dict[str, Any]:
         "agent": node.hello.agent if node.hello else None,
         "last_sample_age_s": round(now - node.sample_at, 3) if node.sample is not None else None,
     }
+
+
+def fleet_json(config: ClusterConfig, fleet: Fleet, now: float) -> dict[str, Any]:
+    """What ``--json`` prints: the cluster, whether all is healthy, and each node."""
+    return {
+        "cluster": config.name,
+        "healthy": is_healthy(fleet),
+        "nodes": [node_json(node, now) for node in fleet.nodes.values()],
+    }
+
+
+def is_healthy(fleet: Fleet) -> bool:
+    return all(node.health is Severity.OK for node in fleet.nodes.values())
 
 
 def print_table(config: ClusterConfig, fleet: Fleet, console: Console) -> None:
@@ -134,19 +148,9 @@ def print_table(config: ClusterConfig, fleet: Fleet, console: Console) -> None:
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     fleet = asyncio.run(collect(config, args.wait))
-    now = time.monotonic()
-    healthy = all(node.health is Severity.OK for node in fleet.nodes.values())
     if args.json:
-        json.dump(
-            {
-                "cluster": config.name,
-                "healthy": healthy,
-                "nodes": [node_json(node, now) for node in fleet.nodes.values()],
-            },
-            sys.stdout,
-            indent=2,
-        )
+        json.dump(fleet_json(config, fleet, time.monotonic()), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print_table(config, fleet, Console())
-    return 0 if healthy else 1
+    return 0 if is_healthy(fleet) else 1

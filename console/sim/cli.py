@@ -90,6 +90,14 @@ def add_sim_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help=f"processes sharing the nodes (0: one per {NODES_PER_WORKER} nodes, at most one "
         "per core)",
     )
+    serve_cmd.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="random faults per node per hour, each ending by itself after 2 to 15 minutes "
+        "(XIDs and double-bit ECC errors are one-off events); seeded by --seed (0: none)",
+    )
     serve_cmd.add_argument("--address", default=DEFAULT_ADDRESS, help=argparse.SUPPRESS)
 
     inject = commands.add_parser(
@@ -145,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         user=args.user,
         interval_s=args.interval,
         address=args.address,
+        fault_rate_per_hour=args.fault_rate,
     )
 
     def announce(line: str) -> None:

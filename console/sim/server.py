@@ -102,6 +102,8 @@ class SimOptions:
     python: str = "python3"
     interval_s: float = 1.0  # written into cluster.toml for the console
     address: str = DEFAULT_ADDRESS
+    #: Random faults per node per hour (a seeded Poisson stream; each ends by itself).
+    fault_rate_per_hour: float = 0.0
 
 
 class _TickClock:
@@ -125,7 +127,14 @@ class _Node:
     """One simulated node: its name, port, keys, login directory and hardware."""
 
     def __init__(
-        self, name: str, seed: int, port: int, host_key: asyncssh.SSHKey, layout: SimLayout
+        self,
+        name: str,
+        seed: int,
+        port: int,
+        host_key: asyncssh.SSHKey,
+        layout: SimLayout,
+        *,
+        fault_rate_per_hour: float = 0.0,
     ) -> None:
         self.name = name
         self.seed = seed
@@ -133,6 +142,7 @@ class _Node:
         self.host_key = host_key
         self.root = layout.node_root(name)
         self.faults_path = layout.faults
+        self.fault_rate_per_hour = fault_rate_per_hour
         self.clock = _TickClock()
         self._hardware: SimNode | None = None
 
@@ -140,7 +150,11 @@ class _Node:
         # Built on first use: a thousand idle nodes cost nothing until something asks.
         if self._hardware is None:
             self._hardware = SimNode(
-                self.seed, self.name, self.clock, faults_path=str(self.faults_path)
+                self.seed,
+                self.name,
+                self.clock,
+                fault_rate_per_hour=self.fault_rate_per_hour,
+                faults_path=str(self.faults_path),
             )
         return self._hardware
 
@@ -195,7 +209,14 @@ def prepare(options: SimOptions) -> Plan:
         raise SimServerError(str(exc)) from exc
     sockets = _bind_ports(options.address, options.base_port, options.nodes)
     nodes = [
-        _Node(name, options.seed + index, sock.getsockname()[1], host_keys[name], layout)
+        _Node(
+            name,
+            options.seed + index,
+            sock.getsockname()[1],
+            host_keys[name],
+            layout,
+            fault_rate_per_hour=options.fault_rate_per_hour,
+        )
         for index, (name, sock) in enumerate(zip(names, sockets, strict=True))
     ]
     plan = Plan(options, layout, client_key, nodes, sockets)
@@ -244,6 +265,11 @@ def _check_options(opts: SimOptions) -> None:
             )
     elif opts.nodes > EPHEMERAL_PORT_START - 1024:
         raise SimServerError(f"{opts.nodes} nodes do not fit below port {EPHEMERAL_PORT_START}")
+    rate = opts.fault_rate_per_hour
+    if not (math.isfinite(rate) and rate >= 0):
+        raise SimServerError(
+            f"--fault-rate must be a number of faults per node per hour, 0 or more, got {rate}"
+        )
     if not opts.address.startswith("127."):
         raise SimServerError(
             f"the simulated cluster listens on loopback only (127.0.0.0/8), not {opts.address}"

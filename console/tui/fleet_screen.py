@@ -6,7 +6,7 @@ import time
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
@@ -47,7 +47,11 @@ class FleetScreen(Screen[None]):
         yield Static(id="summary")
         yield Static(id="heading")
         yield FleetTable(self.model, self.fleet, id="fleet")
-        yield Input(placeholder="filter: gpu[001-004] health:crit site:x code:ib text", id="filter")
+        yield Input(
+            placeholder="filter: gpu[001-004] health:crit site:x code:ib text",
+            id="filter",
+            select_on_focus=False,  # "/" again refines the filter; it must not wipe it
+        )
         yield Static(id="status")
         yield Footer()
 
@@ -130,10 +134,10 @@ class FleetScreen(Screen[None]):
         box.display = bool(event.value)
         self.table.focus()
 
-    def on_key(self, event: object) -> None:
+    def on_key(self, event: events.Key) -> None:
         # Escape inside the filter box: leave it, clearing the filter.
-        key = getattr(event, "key", None)
-        if key == "escape" and self.focused is self.query_one("#filter", Input):
+        if event.key == "escape" and self.focused is self.query_one("#filter", Input):
+            event.stop()
             self.action_clear_filter()
 
     def _set_filter(self, text: str) -> None:

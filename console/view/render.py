@@ -46,7 +46,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("temp", "TEMP", 5, right=True),
     Column("ib", "IB UP ERR/m", 11),
     Column("fs", "FULLEST FS", 16),
-    Column("net", "NET", 7, right=True),
+    Column("net", "NET", 8, right=True),
     Column("age", "AGE", 5, right=True),
 )
 NAME_TITLE = "NODE"
@@ -102,7 +102,7 @@ def _cells(row: NodeRow, now: float, spark: Sequence[float]) -> list[tuple[str, 
         (temp, "red" if row.hottest_c is not None and row.hottest_c >= 85 else ""),
         (ib, ib_style),
         (fs, "red" if row.fs_pct is not None and row.fs_pct >= 90 else ""),
-        (cells.human(row.net_bytes_s, "B"), ""),
+        (cells.human(row.net_bytes_s, "B/s"), ""),
         (cells.age(row_age(row, now)), ""),
     ]
 
