@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tidectl.console.config.errors import ConfigError, kind_of
+from tidectl.console.config.keymap import read_console
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.config.nodes import MAX_NODES, read_nodes
 from tidectl.console.config.readers import read_agent, read_health, read_sites, read_ssh
@@ -130,7 +131,7 @@ def _syntax_error(text: str, path: Path, exc: tomllib.TOMLDecodeError) -> Config
 # The top-level tables
 
 
-_TABLES: Final = ("cluster", "ssh", "agent", "sites", "nodes", "health")
+_TABLES: Final = ("cluster", "ssh", "agent", "sites", "nodes", "health", "console")
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
     "ssh": "[ssh]",
@@ -138,6 +139,7 @@ _TABLE_TITLES: Final = {
     "sites": "[[sites]]",
     "nodes": "[[nodes]]",
     "health": "[health]",
+    "console": "[console]",
 }
 
 
@@ -172,6 +174,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         )
     nodes = read_nodes(node_tables, ssh, sites, sites_declared=bool(site_tables))
     health = read_health(_section(file, root, "health"))
+    console = read_console(_section(file, root, "console"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -180,6 +183,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         sites=sites,
         nodes=nodes,
         health=health,
+        console=console,
     )
 
 

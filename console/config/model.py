@@ -55,6 +55,12 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    #: Binding id → keys ("fleet.fold" → "z"; several keys comma-separated: "z,ctrl+f").
+    keymap: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
     path: Path  # the file it came from; relative paths in it are relative to its folder
@@ -63,6 +69,7 @@ class ClusterConfig:
     sites: tuple[Site, ...]
     nodes: tuple[NodeSpec, ...]  # in file order; names unique
     health: HealthThresholds
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -217,7 +217,7 @@ def console_app(config: ClusterConfig, *, faults: SimFaults | None = None) -> Co
         config.name,
         source=lambda: _collecting(config, fleet),
         faults=faults,
-        keymap=getattr(config, "keymap", None),
+        keymap=config.console.keymap,
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tidectl.console.fleet import Fleet
+from tidectl.console.model import LinkState
 from tidectl.console.nodesets import fold
 from tidectl.console.view.filter import Filter, parse_filter
 from tidectl.console.view.rows import NodeRow, node_row
@@ -40,14 +41,34 @@ def _missing_last(value: float | None) -> float:
     return -math.inf if value is None or math.isnan(value) else value
 
 
+#: Links that need an operator first, then links on their way up, healthy streaming last.
+#: (Sorting by the state's word put "unreachable" below "streaming".)
+_LINK_RANK = {
+    state: rank
+    for rank, state in enumerate(
+        (
+            LinkState.HOST_KEY_MISMATCH,
+            LinkState.AUTH_FAILED,
+            LinkState.AGENT_FAILED,
+            LinkState.UNREACHABLE,
+            LinkState.STALE,
+            LinkState.CONNECTING,
+            LinkState.DEPLOYING,
+            LinkState.CONNECTED,
+            LinkState.STOPPED,
+            LinkState.STREAMING,
+        )
+    )
+}
+
 #: Sort orders by column key: each puts the most interesting row first (worst health,
 #: busiest, hottest, fullest, oldest sample), ties broken by name.
 SORTS: dict[str, Callable[[NodeRow], tuple[Any, ...]]] = {
     "name": lambda r: (natural(r.name),),
     "health": lambda r: (-r.health, natural(r.name)),
-    "link": lambda r: (r.link.value, natural(r.name)),
+    "link": lambda r: (_LINK_RANK[r.link], natural(r.name)),
     "site": lambda r: (r.site, r.pool, natural(r.name)),
-    "gpus": lambda r: (-(r.gpus or 0), natural(r.name)),
+    "gpus": lambda r: (-_missing_last(r.gpus), natural(r.name)),
     "util": lambda r: (-_missing_last(r.util_pct), natural(r.name)),
     "mem": lambda r: (-_missing_last(r.mem_pct), natural(r.name)),
     "temp": lambda r: (-_missing_last(r.hottest_c), natural(r.name)),
