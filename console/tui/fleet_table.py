@@ -75,7 +75,7 @@ class FleetTable(ScrollView, can_focus=True):
         self._lines = self.model.lines()
         labels = [line.label for line in self._lines if line.kind != "group"]
         extra = 6 if self.model.folded else 0  # " (960)" after a folded set
-        self._name_w = render.name_width(labels, ceiling=40) + extra
+        self._name_w = render.name_width(labels) + extra
         width = self._name_w + sum(c.width + len(render.GAP) for c in render.COLUMNS) + 40
         self.virtual_size = Size(width, len(self._lines))
         index = 0

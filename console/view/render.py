@@ -38,14 +38,15 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("health", "HEALTH", 9),
-    Column("link", "LINK", 12),
-    Column("site", "SITE/POOL", 12),
+    Column("findings", "FINDINGS", 16),
+    Column("link", "LINK", 11),
+    Column("site", "SITE/POOL", 10),
     Column("gpus", "GPU", 4, right=True),
     Column("util", "UTIL", SPARK_WIDTH + 5),
     Column("mem", "MEM", 4, right=True),
     Column("temp", "TEMP", 5, right=True),
     Column("ib", "IB UP ERR/m", 11),
-    Column("fs", "FULLEST FS", 16),
+    Column("fs", "FULLEST FS", 14),
     Column("net", "NET", 8, right=True),
     Column("age", "AGE", 5, right=True),
 )
@@ -53,21 +54,48 @@ NAME_TITLE = "NODE"
 GAP = " "
 
 
-def name_width(names: Sequence[str], floor: int = 8, ceiling: int = 40) -> int:
+def name_width(names: Sequence[str], floor: int = 8, ceiling: int = 32) -> int:
     return min(max([floor, *(len(n) for n in names)]), ceiling)
+
+
+def _cell(value: str, column: Column) -> str:
+    """``value`` in exactly ``column.width`` cells. A longer value is cut, with an ellipsis:
+    one wide cell (``15/16`` GPUs, a fold's sum) must not push the columns after it."""
+    if column.right and len(value) <= column.width:
+        return value.rjust(column.width)
+    return cells.fit(value, column.width)
+
+
+def _marked(title: str, width: int, marker: str) -> str:
+    """A title with the sort marker; when both do not fit, the title gives way, not the
+    marker (``IB UP ERR/m`` fills its column)."""
+    if len(title) + len(marker) > width:
+        title = cells.fit(title, width - len(marker))
+    return title + marker
 
 
 def heading(name_w: int, sort: str, reverse: bool) -> Text:
     text = Text(no_wrap=True, overflow="crop")
     marker = "▲" if reverse else "▼"
-    title = NAME_TITLE + (marker if sort == "name" else "")
+    title = _marked(NAME_TITLE, name_w, marker) if sort == "name" else NAME_TITLE
     text.append(cells.fit(title, name_w), style="bold")
     for column in COLUMNS:
-        title = column.title + (marker if column.key == sort else "")
-        cell = title.rjust(column.width) if column.right else cells.fit(title, column.width)
+        title = column.title
+        if column.key == sort:
+            title = _marked(title, column.width, marker)
         text.append(GAP)
-        text.append(cell[: column.width + 1], style="bold")
+        text.append(_cell(title, column), style="bold")
     return text
+
+
+def findings_cell(row: NodeRow) -> str:
+    """The worst finding's code and how many more; the link's error when there is none."""
+    if row.codes:
+        more = len(row.codes) - 1
+        return row.codes[0] + (f" +{more}" if more else "")
+    if row.health is not Severity.OK and row.worst:
+        return row.worst
+    return ""
 
 
 def _cells(row: NodeRow, now: float, spark: Sequence[float]) -> list[tuple[str, str]]:
@@ -94,6 +122,7 @@ def _cells(row: NodeRow, now: float, spark: Sequence[float]) -> list[tuple[str, 
         fs = f"{row.fs_pct:3.0f}% {row.fs_mount}"
     return [
         (health_badge(row.health), HEALTH_STYLE[row.health]),
+        (findings_cell(row), HEALTH_STYLE[row.health]),
         (link_word(row.link), LINK_STYLE[row.link]),
         (row.site if row.pool == "-" else f"{row.site}/{row.pool}", ""),
         (gpus, gpu_style),
@@ -111,18 +140,13 @@ def _assemble(label: str, name_w: int, values: list[tuple[str, str]], label_styl
     text = Text(no_wrap=True, overflow="crop")
     text.append(cells.fit(label, name_w), style=label_style)
     for column, (value, style) in zip(COLUMNS, values, strict=True):
-        cell = value.rjust(column.width) if column.right else cells.fit(value, column.width)
         text.append(GAP)
-        text.append(cell, style=style)
+        text.append(_cell(value, column), style=style)
     return text
 
 
 def node_text(row: NodeRow, name_w: int, now: float, spark: Sequence[float]) -> Text:
-    text = _assemble(row.name, name_w, _cells(row, now, spark), "bold")
-    if row.codes or (row.worst and row.health is not Severity.OK):
-        text.append(GAP * 2)
-        text.append(" ".join(row.codes) or (row.worst or ""), style=HEALTH_STYLE[row.health])
-    return text
+    return _assemble(row.name, name_w, _cells(row, now, spark), "bold")
 
 
 def fold_text(line: Line, name_w: int, now: float) -> Text:
@@ -160,11 +184,7 @@ def fold_text(line: Line, name_w: int, now: float) -> Text:
         sample_at=now - max(ages) if ages else -math.inf,
     )
     label = f"{line.label} ({len(rows)})"
-    text = _assemble(label, name_w, _cells(summary, now, ()), "bold")
-    if first.codes:
-        text.append(GAP * 2)
-        text.append(" ".join(first.codes), style=HEALTH_STYLE[first.health])
-    return text
+    return _assemble(label, name_w, _cells(summary, now, ()), "bold")
 
 
 def group_text(line: Line) -> Text:

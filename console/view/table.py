@@ -66,6 +66,7 @@ _LINK_RANK = {
 SORTS: dict[str, Callable[[NodeRow], tuple[Any, ...]]] = {
     "name": lambda r: (natural(r.name),),
     "health": lambda r: (-r.health, natural(r.name)),
+    "findings": lambda r: (-len(r.codes), r.codes, natural(r.name)),
     "link": lambda r: (_LINK_RANK[r.link], natural(r.name)),
     "site": lambda r: (r.site, r.pool, natural(r.name)),
     "gpus": lambda r: (-_missing_last(r.gpus), natural(r.name)),

@@ -114,10 +114,10 @@ async def test_sort_reverse_fold_and_group() -> None:
         assert model.sort == "health" and table.lines[0].key == "gpu007"
 
         await pilot.press("s")  # the next sort order
-        assert model.sort == "link"
+        assert model.sort == "findings"
         await pilot.press("r")
         assert model.reverse
-        assert "sort link reversed" in screen_text(app)
+        assert "sort findings reversed" in screen_text(app)
         await pilot.press("r")
 
         await pilot.press("f")
