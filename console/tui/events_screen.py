@@ -18,7 +18,7 @@ from tidectl.console.view.events import events_table, fleet_events
 class EventsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="events.back"),
-        Binding("slash", "filter", "Filter", id="events.filter"),
+        Binding("slash", "filter", "Filter", id="events.filter", priority=True),
     ]
 
     def __init__(self, fleet: Fleet) -> None:
@@ -59,7 +59,11 @@ class EventsScreen(Screen[None]):
         self.show()
 
     def action_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
+        box = self.query_one("#filter", Input)
+        if self.focused is box:
+            box.insert_text_at_cursor("/")
+        else:
+            self.set_focus(box)  # at once: see FleetScreen.action_filter
 
     def action_back(self) -> None:
         box = self.query_one("#filter", Input)

@@ -23,7 +23,9 @@ from tidectl.console.view.table import FleetTableModel, Line
 
 class FleetScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "filter", "Filter", id="fleet.filter"),
+        # Priority: checked as the app takes the key, before the keys typed after it are
+        # handed to the table; see action_filter.
+        Binding("slash", "filter", "Filter", id="fleet.filter", priority=True),
         Binding("s", "sort", "Sort", id="fleet.sort"),
         Binding("r", "reverse", "Reverse", id="fleet.reverse"),
         Binding("f", "fold", "Fold", id="fleet.fold"),
@@ -114,8 +116,13 @@ class FleetScreen(Screen[None]):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
+        if self.focused is box:
+            box.insert_text_at_cursor("/")  # a "/" typed in the filter itself (a mount path)
+            return
         box.display = True
-        box.focus()
+        # Focus now, not on the next idle as Widget.focus() does: keys typed right after "/"
+        # (a fast typist, a paste, tmux send-keys) must land in the box, not run as commands.
+        self.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)

@@ -33,6 +33,8 @@ def fleet_events(fleet: Fleet, text: str = "", limit: int = MAX_SHOWN) -> list[F
     """Up to ``limit`` events, newest first, whose node, kind, states or detail hold every
     word of ``text`` (case-insensitive)."""
     words = text.lower().split()
+    if limit <= 0:
+        return []  # the loop below takes one event before it checks the limit
 
     def node_events(name: str, events: Iterator[NodeEvent]) -> Iterator[FleetEvent]:
         return (FleetEvent(name, event) for event in events)
