@@ -7,16 +7,17 @@ import asyncio
 import json
 import shlex
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ClusterShell.NodeSet import NodeSet, NodeSetParseError
 
 from tidectl.console.config.loader import load_config
 from tidectl.console.config.model import ClusterConfig, NodeSpec
-from tidectl.console.fanout import Group, group, run_on
 from tidectl.console.model import LinkState
-from tidectl.console.transport.link import CommandResult, NodeLink
-from tidectl.console.transport.ssh import SshConnector, raise_fd_limit
+
+if TYPE_CHECKING:  # the transport pulls in asyncssh: imported when a command runs
+    from tidectl.console.fanout import Group
+    from tidectl.console.transport.link import CommandResult
 
 _SETTLED = {
     LinkState.CONNECTED,
@@ -66,6 +67,10 @@ async def run_command(
     config: ClusterConfig, specs: list[NodeSpec], command: str, timeout_s: float
 ) -> list[CommandResult]:
     """Connect to every node (bounded fan-out), run ``command`` on all at once, disconnect."""
+    from tidectl.console.fanout import run_on
+    from tidectl.console.transport.link import NodeLink
+    from tidectl.console.transport.ssh import SshConnector, raise_fd_limit
+
     raise_fd_limit(len(specs) + 256)
     connector = SshConnector(config.ssh)
     settled: dict[str, asyncio.Event] = {spec.name: asyncio.Event() for spec in specs}
@@ -120,6 +125,8 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     specs = select_nodes(config, args.nodeset)
     results = asyncio.run(run_command(config, specs, command, args.timeout))
+    from tidectl.console.fanout import group
+
     groups = group(results)
     if args.json:
         json.dump(

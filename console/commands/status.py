@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tidectl.console.collector import Collector
 from tidectl.console.config.loader import load_config
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.fleet import Fleet, NodeState
@@ -61,6 +60,8 @@ def _settled(node: NodeState) -> bool:
 
 async def collect(config: ClusterConfig, wait_s: float, *, until_settled: bool = True) -> Fleet:
     """Collect for ``wait_s`` seconds, or less once every node has settled (``until_settled``)."""
+    from tidectl.console.collector import Collector  # asyncssh: only once there is work
+
     fleet = Fleet(config.nodes, config.health)
     async with Collector(config, fleet):
         deadline = time.monotonic() + wait_s

@@ -20,16 +20,13 @@ from ClusterShell.RangeSet import RangeSetException
 
 from tidectl.agents.probes.simfaults import Clear, Fault, FaultError, parse_line
 from tidectl.console.sim import files
-from tidectl.console.sim.files import SimLayout
-from tidectl.console.sim.server import (
+from tidectl.console.sim.defaults import (
     DEFAULT_ADDRESS,
     DEFAULT_BASE_PORT,
     DEFAULT_USER,
     NODES_PER_WORKER,
-    SimOptions,
-    SimServerError,
-    serve,
 )
+from tidectl.console.sim.files import SimLayout
 
 _FAULT_HELP = """\
 fault lines (docs/agent-sim.md): xid gpu=N [code=C] | ecc_dbe gpu=N [count=C] |
@@ -126,6 +123,9 @@ def add_sim_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 def run_sim_command(args: argparse.Namespace) -> int:
     """Run a parsed ``sim`` command; a problem is one line on stderr and exit status 2."""
+    # The server (and asyncssh) only for serve: inject and clear are file appends.
+    from tidectl.console.sim.server import SimServerError
+
     try:
         if args.sim_command == "serve":
             return _serve(args)
@@ -143,6 +143,8 @@ def run_sim_command(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from tidectl.console.sim.server import SimOptions, serve
+
     if args.workers < 0:
         raise SimCommandError(f"--workers must be 0 (automatic) or more, got {args.workers}")
     options = SimOptions(

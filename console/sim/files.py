@@ -23,9 +23,12 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncssh
 from ClusterShell.NodeSet import NodeSet
+
+if TYPE_CHECKING:  # asyncssh only where keys are made: the console reads this module too
+    import asyncssh
 
 #: The node name's prefix; nodes are ``sim0001``, ``sim0002``, ...
 NODE_PREFIX = "sim"
@@ -116,6 +119,8 @@ def load_or_create_key(path: Path, comment: str) -> asyncssh.SSHKey:
     A key that exists but cannot be read is an error, never silently replaced: replacing a
     host key would make every console's known_hosts refuse the node.
     """
+    import asyncssh
+
     if path.exists():
         try:
             return asyncssh.read_private_key(path)

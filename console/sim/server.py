@@ -59,19 +59,20 @@ from tidectl.agents.pretty import render_facts, render_sample
 from tidectl.agents.probes.sim import SimNode, probes_for
 from tidectl.agents.runner import Stream
 from tidectl.console.sim import files
+from tidectl.console.sim.defaults import (
+    DEFAULT_ADDRESS,
+    DEFAULT_BASE_PORT,
+    DEFAULT_USER,
+    NODES_PER_WORKER,
+)
 from tidectl.console.sim.files import SimFilesError, SimLayout
 from tidectl.console.sim.shell import Action, NodeView, Reply, RunAgent, Sleep, interpret
 
-DEFAULT_BASE_PORT = 24001
-DEFAULT_USER = "tidectl"
-DEFAULT_ADDRESS = "127.0.0.1"
 #: Ports from here up are the kernel's ephemeral range, where outgoing connections (the
 #: console's own, a thousand of them) take their local ports: listeners stay below it.
 EPHEMERAL_PORT_START = 32768
 #: Unsent bytes a channel may hold before its node skips ticks: about a pipe's worth.
 WRITE_BUFFER_BOUND = 64 * 1024
-#: Nodes one worker process takes before ``serve`` starts another (up to one per core).
-NODES_PER_WORKER = 500
 #: What the nodes' sshd offers; see the module's docstring.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 

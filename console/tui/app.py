@@ -13,17 +13,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
-from tidectl.console.collector import Collector
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.fleet import Fleet
-from tidectl.console.sim.injector import SimFaults
 from tidectl.console.tui.commands import ConsoleCommands
 from tidectl.console.tui.dialogs import FaultMenu, HelpScreen, bindings_table
 from tidectl.console.tui.events_screen import EventsScreen
@@ -32,6 +30,9 @@ from tidectl.console.tui.fleet_table import FleetTable
 from tidectl.console.tui.messages import FleetChanged, InjectFault
 from tidectl.console.tui.node_screen import NodeScreen
 from tidectl.console.view.faults import FaultChoice, fault_choices
+
+if TYPE_CHECKING:
+    from tidectl.console.sim.injector import SimFaults
 
 Source = Callable[[], AbstractAsyncContextManager[object]]
 
@@ -205,6 +206,10 @@ async def _forever() -> None:
 
 @contextlib.asynccontextmanager
 async def _collecting(config: ClusterConfig, fleet: Fleet) -> AsyncIterator[object]:
+    # Imported here, after the first frame: the transport pulls in asyncssh (a quarter of a
+    # second of a console's start, before it could show anything).
+    from tidectl.console.collector import Collector
+
     async with Collector(config, fleet) as collector:
         yield collector
 

@@ -63,11 +63,11 @@ class FleetScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
-        self.apply_pending()
+        self.relayout()
         self.table.focus()
 
     def on_screen_resume(self) -> None:
-        self.apply_pending()
+        self.relayout()
 
     # -- fleet changes -----------------------------------------------------------------------
 
@@ -78,22 +78,38 @@ class FleetScreen(Screen[None]):
             self.apply_pending()
 
     def apply_pending(self) -> None:
+        """Apply the nodes changed since the last call (the header follows once a second)."""
         started = time.perf_counter()
-        if self.pending:
-            self.model.update(self.fleet, self.pending)
-            self.pending.clear()
-        self.table.relayout()
-        self._show_header()
+        changed = self.pending
+        self.pending = set()
+        self.model.update(self.fleet, changed)
+        relaid = self.model.layout_version
+        self.table.apply(changed)
+        if self.model.layout_version != relaid:
+            self._show_status()
         self.last_apply_s = time.perf_counter() - started
 
+    def relayout(self) -> None:
+        """After a change of view (sort, filter, fold, group): lay out and show it now."""
+        self.model.update(self.fleet, self.pending)
+        self.pending = set()
+        self.table.relayout()
+        self._show_header()
+
     def tick(self) -> None:
-        """Once a second: ages move on even when no node changed."""
-        if self.is_current:
-            self.table.refresh()
-            self._show_header()
+        """Once a second: the header's counts, figure sorts re-sorted, ages moved on."""
+        if not self.is_current:
+            return
+        if self.model.refresh_order():
+            self.table.relayout()
+        self.table.refresh()
+        self._show_header()
 
     def _show_header(self) -> None:
         self.query_one("#summary", Static).update(header_text(self.cluster, self.fleet.summary()))
+        self._show_status()
+
+    def _show_status(self) -> None:
         model = self.model
         self.query_one("#heading", Static).update(
             render.heading(self.table.name_w, model.sort, model.reverse)
@@ -154,28 +170,27 @@ class FleetScreen(Screen[None]):
             self._filter_error = str(exc)
         else:
             self._filter_error = None
-        self.table.relayout()
-        self._show_header()
+        self.relayout()
 
     def action_sort(self) -> None:
         self.model.cycle_sort()
-        self.apply_pending()
+        self.relayout()
 
     def sort_by(self, key: str) -> None:
         self.model.set_sort(key, self.model.reverse)
-        self.apply_pending()
+        self.relayout()
 
     def action_reverse(self) -> None:
         self.model.toggle_reverse()
-        self.apply_pending()
+        self.relayout()
 
     def action_fold(self) -> None:
         self.model.toggle_fold()
-        self.apply_pending()
+        self.relayout()
 
     def action_group(self) -> None:
         self.model.cycle_group()
-        self.apply_pending()
+        self.relayout()
 
     def _node_under_cursor(self) -> str | None:
         line = self.table.current

@@ -21,7 +21,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tidectl.console.fleet import Fleet
-from tidectl.console.view import render
+from tidectl.console.view import cells, render
+from tidectl.console.view.rows import row_age
 from tidectl.console.view.table import FleetTableModel, Line
 
 _CURSOR = Style(reverse=True)
@@ -55,8 +56,13 @@ class FleetTable(ScrollView, can_focus=True):
         self.model = model
         self.fleet = fleet
         self._lines: list[Line] = []
+        self._index: dict[str, int] = {}  # node name → its line
+        self._layout_version = -1
         self._cursor_key: str | None = None
         self._name_w = render.name_width([])
+        #: line key → (what it was drawn from, the strip): a line whose row, cursor, width and
+        #: age did not change is not formatted again.
+        self._strips: dict[str, tuple[tuple[object, ...], Strip]] = {}
 
     # -- data --------------------------------------------------------------------------------
 
@@ -70,9 +76,28 @@ class FleetTable(ScrollView, can_focus=True):
             return self._lines[self.cursor]
         return None
 
+    def apply(self, changed: frozenset[str] | set[str]) -> None:
+        """Show the model after ``changed`` nodes were updated in it: lay out again when the
+        lines moved, else repaint only the changed nodes' lines that are on screen."""
+        lines = self.model.lines()
+        if lines is not self._lines or self.model.layout_version != self._layout_version:
+            self.relayout()
+            return
+        top = int(self.scroll_y)
+        bottom = top + self.scrollable_content_region.height
+        for name in changed:
+            index = self._index.get(name)
+            if index is not None and top <= index < bottom:
+                self.refresh_line(index)
+
     def relayout(self) -> None:
         """Take the model's lines again (after an update, a sort, a filter) and repaint."""
         self._lines = self.model.lines()
+        self._layout_version = self.model.layout_version
+        self._index = {}
+        for i, line in enumerate(self._lines):
+            for row in line.rows:
+                self._index[row.name] = i
         labels = [line.label for line in self._lines if line.kind != "group"]
         extra = 6 if self.model.folded else 0  # " (960)" after a folded set
         self._name_w = render.name_width(labels) + extra
@@ -108,20 +133,29 @@ class FleetTable(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         line = self._lines[index]
         now = self.fleet.now()
+        cursor = index == self.cursor
+        rows = tuple(self.model.row(row.name) for row in line.rows)
+        ages = tuple(cells.age(row_age(row, now)) for row in rows[:1])
+        drawn_from = (rows, ages, cursor, cursor and self.has_focus, width, scroll_x, self._name_w)
+        cached = self._strips.get(line.key)
+        if cached is not None and cached[0] == drawn_from:
+            return cached[1]
         if line.kind == "group":
             text = render.group_text(line)
         elif line.kind == "fold":
-            text = render.fold_text(line, self._name_w, now)
+            text = render.fold_text(line, self._name_w, now, rows)
         else:
-            row = line.rows[0]
-            node = self.fleet.nodes.get(row.name)
+            node = self.fleet.nodes.get(line.key)
             spark = node.history.node_series("gpu_util_pct") if node is not None else []
-            text = render.node_text(row, self._name_w, now, spark[-render.SPARK_WIDTH :])
-        segments = list(text.render(self.app.console))
-        strip = Strip(segments).simplify()
-        if index == self.cursor:
+            text = render.node_text(rows[0], self._name_w, now, spark[-render.SPARK_WIDTH :])
+        strip = Strip(list(text.render(self.app.console))).simplify()
+        if cursor:
             strip = strip.apply_style(_CURSOR if self.has_focus else _CURSOR_UNFOCUSED)
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        strip = strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        if len(self._strips) > 4 * max(self.scrollable_content_region.height, 50):
+            self._strips.clear()  # lines scrolled away long ago
+        self._strips[line.key] = (drawn_from, strip)
+        return strip
 
     # -- cursor ------------------------------------------------------------------------------
 

@@ -77,14 +77,16 @@ def percent(value: float | None) -> str:
 
 
 def age(seconds: float | None) -> str:
-    """How old something is, in the unit a person would say: 0.4s, 12s, 3m, 2h, 4d."""
+    """How old something is, in the unit a person would say: 0s, 12s, 3m, 2h, 4d.
+
+    Whole seconds: a tenth would change on every repaint of every row, for nothing an
+    operator can act on (a sample is fresh, or it is seconds late).
+    """
     if seconds is None or not math.isfinite(seconds):
         return MISSING
     seconds = max(seconds, 0.0)
-    if seconds < 10:
-        return f"{seconds:.1f}s"
     if seconds < 60:
-        return f"{seconds:.0f}s"
+        return f"{int(seconds)}s"  # floored, as the larger units are: 59.9 s is not "1m"
     if seconds < 3600:
         return f"{seconds // 60:.0f}m"
     if seconds < 86400:

@@ -149,9 +149,13 @@ def node_text(row: NodeRow, name_w: int, now: float, spark: Sequence[float]) -> 
     return _assemble(row.name, name_w, _cells(row, now, spark), "bold")
 
 
-def fold_text(line: Line, name_w: int, now: float) -> Text:
-    """A folded node set: its count, shared state, and the group's figures (mean or worst)."""
-    rows = line.rows
+def fold_text(line: Line, name_w: int, now: float, rows: Sequence[NodeRow] | None = None) -> Text:
+    """A folded node set: its count, shared state, and the group's figures (mean or worst).
+
+    ``rows``: the members' current rows (the table's model keeps them fresher than the
+    line's, which are as of the layout).
+    """
+    rows = line.rows if rows is None else rows
     first = rows[0]
     utils = [r.util_pct for r in rows if r.util_pct is not None]
     mems = [r.mem_pct for r in rows if r.mem_pct is not None]

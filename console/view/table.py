@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tidectl.console.fleet import Fleet
+from tidectl.console.fleet import Fleet, NodeState
 from tidectl.console.model import LinkState
 from tidectl.console.nodesets import fold
 from tidectl.console.view.filter import Filter, parse_filter
@@ -91,32 +91,79 @@ class Line:
     rows: tuple[NodeRow, ...] = ()
 
 
+#: Sorts whose order only moves when a node's link, health or findings move; the others
+#: (figures: utilisation, temperature, ...) change order every tick, and re-sort at most
+#: when the front end calls ``refresh_order`` (once a second): rows that jump ten times a
+#: second cannot be read anyway.
+STATE_SORTS = frozenset({"name", "health", "findings", "link", "site"})
+
+
 class FleetTableModel:
+    """Rows by node name, and the lines the table shows.
+
+    ``update`` is cheap: it marks rows stale and lays the lines out again only when a node's
+    link, health or findings changed (what folds, groups and the state sorts depend on). A
+    stale row is rebuilt when read (``row``, ``rows``), so at a thousand nodes a tick costs a
+    rebuild only for the rows on screen.
+    """
+
     def __init__(self) -> None:
-        self.rows: dict[str, NodeRow] = {}
+        self._rows: dict[str, NodeRow] = {}
+        self._stale: dict[str, NodeState] = {}
+        self._state: dict[str, tuple[object, ...]] = {}
         self.filter: Filter = parse_filter("")
         self.sort = "health"
         self.reverse = False
         self.group = GroupBy.NONE
         self.folded = False
         self._lines: list[Line] | None = None
+        #: Counts layouts, so a front end can tell when lines moved (and not only figures).
+        self.layout_version = 0
 
     # -- data --------------------------------------------------------------------------------
 
     def update(self, fleet: Fleet, names: Iterable[str]) -> None:
-        """Rebuild the rows of ``names`` from ``fleet``; nodes it no longer holds leave."""
+        """Note that ``names`` changed in ``fleet``; nodes it no longer holds leave."""
         nodes = fleet.nodes
         for name in names:
             node = nodes.get(name)
             if node is None:
-                self.rows.pop(name, None)
-            else:
-                self.rows[name] = node_row(node)
-        self._lines = None
+                if self._state.pop(name, None) is not None:
+                    self._lines = None
+                self._rows.pop(name, None)
+                self._stale.pop(name, None)
+                continue
+            self._stale[name] = node
+            state = (node.link, node.health, tuple(f.code for f in node.findings))
+            if self._state.get(name) != state:
+                self._state[name] = state
+                self._lines = None
 
     def load(self, fleet: Fleet) -> None:
-        self.rows.clear()
+        self._rows.clear()
+        self._stale.clear()
+        self._state.clear()
         self.update(fleet, fleet.nodes)
+
+    def row(self, name: str) -> NodeRow:
+        node = self._stale.pop(name, None)
+        if node is not None:
+            self._rows[name] = node_row(node)
+        return self._rows[name]
+
+    @property
+    def rows(self) -> Mapping[str, NodeRow]:
+        """Every row, up to date."""
+        for name in list(self._stale):
+            self.row(name)
+        return self._rows
+
+    def refresh_order(self) -> bool:
+        """Lay out again if figures may have moved the order; returns whether it will."""
+        if self.sort in STATE_SORTS and self.filter.empty:
+            return False
+        self._lines = None
+        return True
 
     # -- view settings -----------------------------------------------------------------------
 
@@ -160,8 +207,11 @@ class FleetTableModel:
         return rows
 
     def lines(self) -> list[Line]:
+        """The lines to show; each line's ``rows`` are as of the layout (read figures with
+        ``row``)."""
         if self._lines is None:
             self._lines = self._layout()
+            self.layout_version += 1
         return self._lines
 
     def _layout(self) -> list[Line]:
@@ -197,4 +247,4 @@ class FleetTableModel:
     def counts(self) -> Mapping[str, int]:
         """Nodes held and nodes shown (for a "42 of 1000" line)."""
         shown = sum(len(line.rows) for line in self.lines())
-        return {"nodes": len(self.rows), "shown": shown}
+        return {"nodes": len(self._state), "shown": shown}

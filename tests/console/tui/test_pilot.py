@@ -292,3 +292,20 @@ async def test_a_fault_injected_from_the_console_is_critical_within_two_ticks(
             assert any(
                 "sim0002" in line and "critical" in line for line in screen_text(app).splitlines()
             )
+
+
+async def test_new_figures_reach_the_screen_without_a_new_layout() -> None:
+    fleet, feeds, clock = fed_fleet(3)
+    app = ConsoleApp(fleet, "c")
+
+    def util(record: Record) -> None:
+        for gpu in record["probes"]["gpu"]["gpus"]:
+            gpu["util_pct"] = 61
+
+    async with app.run_test(size=SIZE) as pilot:
+        version = app.fleet_screen.model.layout_version
+        clock.advance(1.0)
+        feeds[1].send(util)
+        fleet.flush()
+        await wait_for(pilot, lambda: " 61%" in screen_text(app), 5, "gpu002's new utilisation")
+        assert app.fleet_screen.model.layout_version == version

@@ -131,7 +131,7 @@ def test_node_detail_shows_every_section_and_the_findings_sentences() -> None:
     text = rendered(node_detail(state, sim.now + 5.0))
     lines = text.splitlines()
     assert lines[0].startswith("gpu001  root@127.0.0.1:22  site dc1  ✖ crit  link streaming")
-    assert "agent 0.1.0, every 1s  last sample 5.0s ago" in lines[1]
+    assert "agent 0.1.0, every 1s  last sample 5s ago" in lines[1]
     headings = [line.strip() for line in lines]
     for section in ("Findings", "GPUs", "InfiniBand", "Filesystems", "Network", "Recent events"):
         assert section in headings, section

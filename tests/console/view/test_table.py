@@ -338,3 +338,55 @@ def test_a_bad_filter_keeps_the_last_one(mixed: SimFleet) -> None:
     assert model.counts() == {"nodes": len(MIXED), "shown": 2}
     model.set_filter("")
     assert model.counts() == {"nodes": len(MIXED), "shown": len(MIXED)}
+
+
+# --- cost per tick: figures alone do not move lines ----------------------------------------
+
+
+def test_figures_alone_do_not_lay_the_lines_out_again() -> None:
+    sim = SimFleet(numbered("n", 4))
+    sim.tick(2)
+    model = FleetTableModel()
+    model.load(sim.fleet)
+    lines = model.lines()
+    version = model.layout_version
+    sim.tick(1, mutate=every_gpu(util_pct=55.0))
+    model.update(sim.fleet, sim.fleet.nodes)
+    assert model.lines() is lines and model.layout_version == version
+    assert model.row("n1").util_pct == 55.0  # the figure is fresh when read
+    assert not model.refresh_order()  # a state sort: nothing to re-sort once a second
+
+    sim.feeds["n3"].node.inject(Fault("xid", gpu=0, code=79))
+    sim.tick(1)
+    model.update(sim.fleet, ["n3"])
+    assert model.lines() is not lines, "a health change must lay the lines out again"
+    assert model.layout_version == version + 1
+    assert model.lines()[0].key == "n3"
+
+
+def test_figure_sorts_re_sort_when_asked_once_a_second() -> None:
+    sim = SimFleet(numbered("n", 3))
+    sim.tick(
+        2,
+        mutate={
+            "n1": every_gpu(util_pct=10.0),
+            "n2": every_gpu(util_pct=20.0),
+            "n3": every_gpu(util_pct=30.0),
+        },
+    )
+    model = FleetTableModel()
+    model.load(sim.fleet)
+    model.set_sort("util")
+    assert [line.key for line in model.lines()] == ["n3", "n2", "n1"]
+    sim.tick(
+        1,
+        mutate={
+            "n1": every_gpu(util_pct=90.0),
+            "n2": every_gpu(util_pct=20.0),
+            "n3": every_gpu(util_pct=30.0),
+        },
+    )
+    model.update(sim.fleet, sim.fleet.nodes)
+    assert [line.key for line in model.lines()] == ["n3", "n2", "n1"]  # held until asked
+    assert model.refresh_order()
+    assert [line.key for line in model.lines()] == ["n1", "n3", "n2"]
