@@ -20,8 +20,10 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.worker import Worker, WorkerState
 
+from tidectl.console import gc_tuning
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.fleet import Fleet
+from tidectl.console.model import LinkState
 from tidectl.console.tui.commands import ConsoleCommands
 from tidectl.console.tui.dialogs import FaultMenu, HelpScreen, bindings_table
 from tidectl.console.tui.events_screen import EventsScreen
@@ -66,6 +68,7 @@ class ConsoleApp(App[int]):
         self.keymap = dict(keymap or {})
         self.fleet_screen = FleetScreen(fleet, cluster)
         self._unsubscribe: Callable[[], None] | None = None
+        self._frozen = False
 
     # -- life --------------------------------------------------------------------------------
 
@@ -76,7 +79,11 @@ class ConsoleApp(App[int]):
         self._unsubscribe = self.fleet.subscribe(self._fleet_flushed)
         self.set_interval(1.0, self._tick)
         if self.source is not None:
-            self._collect()
+            gc_tuning.tune_for_streaming()
+            # After the first frame: connecting a thousand nodes starts with importing the
+            # transport and opening sockets, work an operator should not stare at a blank
+            # terminal through.
+            self.call_after_refresh(self._collect)
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -101,6 +108,14 @@ class ConsoleApp(App[int]):
         tick = getattr(self.screen, "tick", None)
         if tick is not None:
             tick()
+        if self.source is not None and not self._frozen and self._connected():
+            self._frozen = True
+            gc_tuning.freeze_long_lived()
+
+    def _connected(self) -> bool:
+        """Every node past connecting and deploying: the long-lived objects exist."""
+        settling = (LinkState.CONNECTING, LinkState.DEPLOYING)
+        return all(node.link not in settling for node in self.fleet.nodes.values())
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:

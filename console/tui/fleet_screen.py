@@ -10,6 +10,7 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
 from tidectl.console.fleet import Fleet
@@ -19,6 +20,9 @@ from tidectl.console.view import render
 from tidectl.console.view.filter import FilterError
 from tidectl.console.view.header import header_text
 from tidectl.console.view.table import FleetTableModel, Line
+
+#: Seconds between repaints of nodes whose figures changed (view changes repaint at once).
+REPAINT_S = 0.5
 
 
 class FleetScreen(Screen[None]):
@@ -44,6 +48,7 @@ class FleetScreen(Screen[None]):
         #: Seconds the last apply of fleet changes took (for the console's benchmark).
         self.last_apply_s = 0.0
         self._filter_error: str | None = None
+        self._apply_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="summary")
@@ -72,8 +77,18 @@ class FleetScreen(Screen[None]):
     # -- fleet changes -----------------------------------------------------------------------
 
     def note_changes(self, names: frozenset[str]) -> None:
-        """Remember changed nodes; apply them now if this screen is showing."""
+        """Remember changed nodes; apply them within ``REPAINT_S`` if this screen is showing.
+
+        Samples come once a second per node, spread over the second; repainting their lines
+        ten times a second would cost the terminal and the event loop (which also reads the
+        nodes and takes the keys) for nothing a person can read.
+        """
         self.pending |= names
+        if self.is_current and self._apply_timer is None:
+            self._apply_timer = self.set_timer(REPAINT_S, self._apply_due)
+
+    def _apply_due(self) -> None:
+        self._apply_timer = None
         if self.is_current:
             self.apply_pending()
 
