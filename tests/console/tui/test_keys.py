@@ -77,3 +77,9 @@ def test_bad_keymaps_are_refused_with_line_and_sentence(
     assert error.line == line
     for word in words:
         assert word in str(error)
+
+
+def test_docs_console_md_lists_every_binding_id() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "console.md").read_text()
+    missing = [binding_id for binding_id in BINDING_IDS if f"`{binding_id}`" not in doc]
+    assert not missing, f"docs/console.md does not list {missing}"

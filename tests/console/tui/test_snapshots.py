@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 
 from tests.console.test_health import Record
@@ -65,3 +66,11 @@ def test_node_detail(snap_compare: Snap) -> None:
 
 def test_help(snap_compare: Snap) -> None:
     assert snap_compare(_faulty_app(), terminal_size=(150, 45), press=["question_mark"])
+
+
+def test_fleet_table_without_colour(snap_compare: Snap, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NO_COLOR: Textual renders in monochrome; health and links must still read as words.
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = _faulty_app()
+    assert app.no_color
+    assert snap_compare(app, terminal_size=SIZE)
