@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -29,7 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tidectl.console import schema
+from tidectl.console import gc_tuning, schema
 from tidectl.console.collector import Collector
 from tidectl.console.config.loader import load_config
 from tidectl.console.fleet import Fleet
@@ -57,8 +58,10 @@ def _cpu_s() -> float:
 
 
 async def measure(
-    config_path: Path, nodes: int, warmup_s: float, seconds: float
+    config_path: Path, nodes: int, warmup_s: float, seconds: float, tune_gc: bool
 ) -> dict[str, object]:
+    if tune_gc:  # as tidectl console does (console/gc_tuning.py)
+        gc_tuning.tune_for_streaming()
     config = load_config(config_path)
     fleet = TimedFleet(config.nodes, config.health)
     fleet.latencies = []
@@ -74,6 +77,8 @@ async def measure(
                 links = Counter(n.link.value for n in fleet.nodes.values())
                 print(f"{time.monotonic() - started:.0f} s: {dict(links)}", file=sys.stderr)
         connect_s = time.monotonic() - started
+        if tune_gc:
+            gc_tuning.freeze_long_lived()
         fleet.recording = True
         cpu0, wall0, decoded0 = _cpu_s(), time.monotonic(), collector.lines_decoded
         await asyncio.sleep(seconds)
@@ -101,6 +106,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--base-port", type=int, default=24001)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-gc-tuning", action="store_true", help="leave Python's collector as it comes"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,7 +137,13 @@ def main() -> None:
             server_cpu0 = _proc_cpu_s(server.pid)
             t0 = time.monotonic()
             result = asyncio.run(
-                measure(Path(tmp) / "cluster.toml", args.nodes, args.warmup, args.seconds)
+                measure(
+                    Path(tmp) / "cluster.toml",
+                    args.nodes,
+                    args.warmup,
+                    args.seconds,
+                    tune_gc=not args.no_gc_tuning,
+                )
             )
             result["sim_server_cpu_pct_avg"] = round(
                 100.0 * (_proc_cpu_s(server.pid) - server_cpu0) / (time.monotonic() - t0), 1
@@ -161,8 +175,15 @@ def main() -> None:
 
 
 def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live children (the server forks a worker per 500
+    nodes; the parent only waits)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        with contextlib.suppress(FileNotFoundError):  # a worker that just ended
+            total += _proc_cpu_s(int(child))
+    return total
 
 
 if __name__ == "__main__":
