@@ -11,14 +11,11 @@ measured per line (``time.process_time``, after one warm-up tick). At 1,000 node
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import msgspec
+from sim_lines import lines_for  # bench/, on the path when run as a script
 
-from tidectl.agents import protocol
-from tidectl.agents.probes.sim import make_sim_probes
-from tidectl.agents.runner import Stream
 from tidectl.console import schema
 from tidectl.console.config.model import NodeSpec
 from tidectl.console.fleet import Fleet
@@ -39,21 +36,9 @@ def main() -> None:
     ]
     fleet = Fleet(specs, HealthThresholds(), clock=lambda: clock[0])
     decoder = msgspec.json.Decoder(schema.Record)
-    streams = [
-        Stream(
-            make_sim_probes(i, hostname=spec.name, clock=lambda: clock[0]),
-            io.BytesIO(),
-            interval_s=1.0,
-            threaded=False,
-        )
-        for i, spec in enumerate(specs)
-    ]
-    for spec, stream in zip(specs, streams, strict=True):
-        fleet.on_hello(spec.name, decoder.decode(protocol.encode(stream.hello())))
-    ticks = []
-    for _ in range(args.ticks):
-        clock[0] += 1.0
-        ticks.append([protocol.encode(stream.tick()) for stream in streams])
+    hellos, ticks = lines_for(specs, args.ticks)
+    for spec, hello in zip(specs, hellos, strict=True):
+        fleet.on_hello(spec.name, decoder.decode(hello))
 
     def apply(batch: list[list[bytes]]) -> None:
         for lines in batch:

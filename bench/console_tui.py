@@ -23,44 +23,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import statistics
 import subprocess
 import sys
 import time
 
 import msgspec
+from sim_lines import lines_for  # bench/, on the path when run as a script
 from textual import events
 from textual.strip import Strip
 
-from tidectl.agents import protocol
-from tidectl.agents.probes.sim import make_sim_probes
-from tidectl.agents.runner import Stream
 from tidectl.console import schema
 from tidectl.console.config.model import NodeSpec
 from tidectl.console.fleet import Fleet
 from tidectl.console.model import LinkState
 from tidectl.console.thresholds import HealthThresholds
 from tidectl.console.tui.app import ConsoleApp
-
-
-def lines_for(specs: list[NodeSpec], ticks: int) -> tuple[list[bytes], list[list[bytes]]]:
-    clock = [1000.0]
-    streams = [
-        Stream(
-            make_sim_probes(i, hostname=spec.name, clock=lambda: clock[0]),
-            io.BytesIO(),
-            interval_s=1.0,
-            threaded=False,
-        )
-        for i, spec in enumerate(specs)
-    ]
-    hellos = [protocol.encode(stream.hello()) for stream in streams]
-    out = []
-    for _ in range(ticks):
-        clock[0] += 1.0
-        out.append([protocol.encode(stream.tick()) for stream in streams])
-    return hellos, out
 
 
 def import_seconds() -> float:
