@@ -183,10 +183,28 @@ def cluster_toml_text(
 ) -> str:
     """The ``cluster.toml`` of a simulated cluster; paths in it are relative to its folder.
 
-    The nodes are one node set whose i-th node (from 0, in node-set order) listens on
-    ``port_base + i``: ``sim0001`` on ``port_base``.
+    The i-th node (from 0, in node-set order) listens on ``port_base + i``: ``sim0001`` on
+    ``port_base``. The last quarter (at least one node of two) is pool "infer", the rest pool
+    "train" (labels), so that grouping by pool means something in the demo.
     """
     q = _toml_string
+    inference = max(1, len(names) // 4) if len(names) >= 2 else 0
+    train = names[: len(names) - inference]
+    infer = names[len(train) :]
+    node_sets = ""
+    for pool, members, base in (
+        ("train", train, port_base),
+        ("infer", infer, port_base + len(train)),
+    ):
+        if members:
+            node_sets += f"""
+[[nodes]]
+names = {q(fold(members))}
+site = {q(SITE_NAME)}
+address = {q(address)}
+port_base = {base}
+labels = {{ pool = {q(pool)} }}
+"""
     return f"""\
 # Written by `tidectl sim serve`: a simulated cluster on {address}.
 # Paths are relative to this file's folder. Faults: `tidectl sim inject --out DIR NODE FAULT...`.
@@ -205,13 +223,7 @@ python = {q(python)}
 
 [[sites]]
 name = {q(SITE_NAME)}
-
-[[nodes]]
-names = {q(fold(names))}
-site = {q(SITE_NAME)}
-address = {q(address)}
-port_base = {port_base}
-"""
+{node_sets}"""
 
 
 def append_lines(path: Path, lines: Iterable[str]) -> None:

@@ -436,11 +436,19 @@ async def test_written_files_are_what_the_console_loads(server: SimServer) -> No
     document = tomllib.loads(text)
     assert document["nodes"] == [
         {
-            "names": "sim[0001-0003]",
+            "names": "sim[0001-0002]",
             "site": "sim",
             "address": "127.0.0.1",
             "port_base": server.ports[0],
-        }
+            "labels": {"pool": "train"},
+        },
+        {
+            "names": "sim0003",
+            "site": "sim",
+            "address": "127.0.0.1",
+            "port_base": server.ports[2],
+            "labels": {"pool": "infer"},
+        },
     ]
     config = load_config(layout.cluster_toml)
     assert config.name == "sim"
