@@ -24,6 +24,7 @@ from tidectl.console.config.errors import ConfigError, kind_of
 from tidectl.console.config.keymap import read_console
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.config.nodes import MAX_NODES, read_nodes
+from tidectl.console.config.pools import read_pools, read_scheduler
 from tidectl.console.config.readers import read_agent, read_health, read_sites, read_ssh
 from tidectl.console.config.table import ConfigFile, Table
 
@@ -131,7 +132,17 @@ def _syntax_error(text: str, path: Path, exc: tomllib.TOMLDecodeError) -> Config
 # The top-level tables
 
 
-_TABLES: Final = ("cluster", "ssh", "agent", "sites", "nodes", "health", "console")
+_TABLES: Final = (
+    "cluster",
+    "ssh",
+    "agent",
+    "sites",
+    "nodes",
+    "health",
+    "console",
+    "scheduler",
+    "pools",
+)
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
     "ssh": "[ssh]",
@@ -140,6 +151,8 @@ _TABLE_TITLES: Final = {
     "nodes": "[[nodes]]",
     "health": "[health]",
     "console": "[console]",
+    "scheduler": "[scheduler]",
+    "pools": "[[pools]]",
 }
 
 
@@ -175,6 +188,8 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     nodes = read_nodes(node_tables, ssh, sites, sites_declared=bool(site_tables))
     health = read_health(_section(file, root, "health"))
     console = read_console(_section(file, root, "console"))
+    scheduler = read_scheduler(_section(file, root, "scheduler"))
+    pools = read_pools(_entries(file, root, "pools"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -184,6 +199,8 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         nodes=nodes,
         health=health,
         console=console,
+        pools=pools,
+        scheduler=scheduler,
     )
 
 

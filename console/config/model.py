@@ -55,6 +55,45 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class BootstrapSettings:
+    """How a new cloud node is brought in: who to log in as, and how long each step may take."""
+
+    user: str | None = None  # None: [ssh] user
+    boot_timeout_s: float = 900.0  # launch accepted → the instance runs and answers SSH
+    join_timeout_s: float = 300.0  # healthy → the scheduler has the node
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """A cloud pool: where bursts go, on what, at what price, up to how many nodes."""
+
+    name: str
+    provider: str  # "sim" | "aws"
+    region: str
+    site: str
+    instance_types: tuple[str, ...]  # in order of preference: the next on a capacity error
+    zones: tuple[str, ...]  # () : any zone of the region
+    gpus_per_node: int
+    max_nodes: int
+    price_per_hour: float | None  # None: the provider's estimate
+    spot: bool = False
+    image_id: str | None = None
+    subnet_id: str | None = None
+    security_group_ids: tuple[str, ...] = ()
+    #: A type (or zone) that answered "no capacity" is not tried again for this long.
+    capacity_backoff_s: float = 600.0
+    #: True: a burst that cannot get every node gets none (and releases what it got).
+    all_or_nothing: bool = False
+    boot_delay_s: float = 5.0  # sim provider only: how long its instances take to boot
+    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    kind: str = "none"  # "none" | "sim" | "slurm"
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleSettings:
     #: Binding id → keys ("fleet.fold" → "z"; several keys comma-separated: "z,ctrl+f").
     keymap: dict[str, str] = field(default_factory=dict)
@@ -70,6 +109,8 @@ class ClusterConfig:
     nodes: tuple[NodeSpec, ...]  # in file order; names unique
     health: HealthThresholds
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    pools: tuple[PoolSpec, ...] = ()
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -166,6 +166,14 @@ class Table:
             rule = f"between {at_least:g} and {at_most:g}"
         raise self.out_of_range(key, value, rule)
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.take(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._wrong_type(key, value, "true or false", True)
+        return value
+
     def list_of(self, key: str, wanted: type) -> list[Any] | None:
         value = self.take(key)
         if value is None:

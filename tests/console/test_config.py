@@ -396,14 +396,13 @@ def test_toml_syntax_errors_keep_tomllibs_line(
         (
             HEAD + '[[nodes]]\nnames = "a1"\n[[pool]]\nname = "x"\n',
             8,
-            "unknown table [[pool]]; the file takes [cluster], [ssh], [agent], [[sites]], "
-            "[[nodes]], [health], [console]",
+            "unknown table [[pool]]; did you mean [[pools]]?",
         ),
         (
             'title = "x"\n' + HEAD,
             1,
             'unknown key "title" outside any table; the file takes [cluster], [ssh], [agent], '
-            "[[sites]], [[nodes]], [health], [console]",
+            "[[sites]], [[nodes]], [health], [console], [scheduler], [[pools]]",
         ),
         # An inline table, and an array of inline tables.
         (

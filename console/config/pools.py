@@ -1,0 +1,166 @@
+"""``[[pools]]`` and ``[scheduler]``: where bursts go, and who runs the jobs.
+
+    [scheduler]
+    kind = "sim"                      # none | sim | slurm
+
+    [[pools]]
+    name = "h100-east"
+    provider = "aws"                  # sim | aws
+    region = "us-east-1"
+    zones = ["us-east-1a", "us-east-1b"]
+    instance_types = ["p5.48xlarge", "p5e.48xlarge"]
+    gpus_per_node = 8
+    max_nodes = 16
+    image_id = "ami-0123456789abcdef0"
+
+Every value is checked here, with the line and a sentence, before anything can be launched.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Final
+
+from tidectl.console.config.errors import on_line
+from tidectl.console.config.model import BootstrapSettings, PoolSpec, SchedulerSettings
+from tidectl.console.config.table import Table
+
+PROVIDERS: Final = ("sim", "aws")
+SCHEDULERS: Final = ("none", "sim", "slurm")
+MAX_POOL_NODES: Final = 10_000
+#: Pool names become node-name prefixes and tags: letters, digits, dashes.
+_POOL_NAME: Final = re.compile(r"[a-z][a-z0-9-]{0,30}")
+_AWS_IMAGE: Final = re.compile(r"ami-[0-9a-f]{8,17}")
+
+
+def read_scheduler(table: Table | None) -> SchedulerSettings:
+    if table is None:
+        return SchedulerSettings()
+    kind = table.string("kind", "none", example='kind = "sim"')
+    assert kind is not None
+    if kind not in SCHEDULERS:
+        raise table.error(
+            "kind",
+            f'scheduler kind "{kind}" is not one tidectl knows (in [scheduler]); '
+            f"use one of {', '.join(SCHEDULERS)}",
+        )
+    table.finish()
+    return SchedulerSettings(kind=kind)
+
+
+def read_pools(tables: list[Table]) -> tuple[PoolSpec, ...]:
+    """The pools in file order, names unique."""
+    pools: list[PoolSpec] = []
+    for table in tables:
+        pool = _read_pool(table)
+        for index, earlier in enumerate(pools):
+            if earlier.name == pool.name:
+                first = table.file.line_of(("pools", index, "name"))
+                raise table.error(
+                    "name",
+                    f'pool "{pool.name}" is defined twice (first in [[pools]] #{index + 1}'
+                    f"{on_line(first)}); give each pool its own name",
+                )
+        pools.append(pool)
+    return tuple(pools)
+
+
+def _read_pool(table: Table) -> PoolSpec:
+    name = table.required_string("name", example='name = "h100-east"')
+    if _POOL_NAME.fullmatch(name) is None:
+        raise table.error(
+            "name",
+            f'pool name "{name}" must start with a letter and hold only lower-case letters, '
+            "digits and dashes, at most 31 (it prefixes node names and tags)",
+        )
+    provider = table.required_string("provider", example='provider = "aws"')
+    if provider not in PROVIDERS:
+        raise table.error(
+            "provider",
+            f'provider "{provider}" is not one tidectl knows (in pool "{name}"); '
+            f"use one of {', '.join(PROVIDERS)}",
+        )
+    default_region = "sim-local" if provider == "sim" else None
+    region = table.string("region", default_region, example='region = "us-east-1"')
+    if region is None:
+        raise table.error(
+            None, f'pool "{name}" is missing "region"; add a line like region = "us-east-1"'
+        )
+    types = _strings(table, "instance_types", "sim.gpu8" if provider == "sim" else None)
+    if not types:
+        raise table.error(
+            None,
+            f'pool "{name}" needs instance_types, in order of preference, like '
+            'instance_types = ["p5.48xlarge"]',
+        )
+    image_id = table.string("image_id", None, example='image_id = "ami-0123456789abcdef0"')
+    if provider == "aws":
+        if image_id is None:
+            raise table.error(
+                None,
+                f'pool "{name}" launches on aws and needs image_id, the AMI its nodes boot, '
+                'like image_id = "ami-0123456789abcdef0"',
+            )
+        if _AWS_IMAGE.fullmatch(image_id) is None:
+            raise table.error(
+                "image_id",
+                f'"{image_id}" is not an AMI id (in pool "{name}"); they look like '
+                "ami-0123456789abcdef0",
+            )
+    gpus = table.integer("gpus_per_node", 8, 0, 64)
+    max_nodes = table.integer("max_nodes", None, 1, MAX_POOL_NODES)
+    if max_nodes is None:
+        raise table.error(
+            None,
+            f'pool "{name}" needs max_nodes, the most nodes it may ever run, like max_nodes = 16',
+        )
+    price = table.number("price_per_hour", math.nan, at_least=0.0)  # NaN: not given
+    bootstrap = _read_bootstrap(table.table("bootstrap"))
+    pool = PoolSpec(
+        name=name,
+        provider=provider,
+        region=region,
+        site=table.string("site", region, example='site = "aws-east"') or region,
+        instance_types=tuple(types),
+        zones=tuple(_strings(table, "zones", None) or ()),
+        gpus_per_node=gpus if gpus is not None else 8,
+        max_nodes=max_nodes,
+        price_per_hour=None if math.isnan(price) else price,
+        spot=table.boolean("spot", False),
+        image_id=image_id,
+        subnet_id=table.string("subnet_id", None, example='subnet_id = "subnet-0abc"'),
+        security_group_ids=tuple(_strings(table, "security_group_ids", None) or ()),
+        capacity_backoff_s=table.number("capacity_backoff_s", 600.0, at_least=0.0),
+        all_or_nothing=table.boolean("all_or_nothing", False),
+        boot_delay_s=table.number("boot_delay_s", 5.0, at_least=0.0, at_most=3600.0),
+        bootstrap=bootstrap,
+    )
+    table.finish()
+    return pool
+
+
+def _strings(table: Table, key: str, default: str | None) -> list[str] | None:
+    items = table.list_of(key, str)
+    if items is None:
+        return [default] if default is not None else None
+    for index, item in enumerate(items):
+        if not item.strip():
+            raise table.file.error(
+                (*table.where, key, index), f"{key} has an empty item {index + 1}; remove it"
+            )
+    if len(set(items)) != len(items):
+        raise table.error(key, f"{key} names an entry twice; list each once")
+    return items
+
+
+def _read_bootstrap(table: Table | None) -> BootstrapSettings:
+    if table is None:
+        return BootstrapSettings()
+    settings = BootstrapSettings(
+        user=table.string("user", None, example='user = "ubuntu"'),
+        boot_timeout_s=table.number("boot_timeout_s", 900.0, above=0.0),
+        join_timeout_s=table.number("join_timeout_s", 300.0, above=0.0),
+    )
+    table.finish()
+    return settings

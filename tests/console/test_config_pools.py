@@ -1,0 +1,107 @@
+"""``[[pools]]`` and ``[scheduler]`` in cluster.toml: what loads, and what is refused where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.console.test_config import HEAD, folder, load, refuse
+from tidectl.console.config.model import BootstrapSettings, PoolSpec, SchedulerSettings
+
+__all__ = ["folder"]  # the fixture
+
+NODES = '[[nodes]]\nnames = "gpu[1-2]"\n'  # lines 6-7; pools start on line 8
+AWS = """\
+[[pools]]
+name = "h100-east"
+provider = "aws"
+region = "us-east-1"
+zones = ["us-east-1a", "us-east-1b"]
+instance_types = ["p5.48xlarge", "p5e.48xlarge"]
+gpus_per_node = 8
+max_nodes = 16
+image_id = "ami-0123456789abcdef0"
+"""
+
+
+def test_an_aws_pool_and_a_sim_pool_load_with_their_defaults(folder: Path) -> None:
+    text = HEAD + NODES + AWS + '[[pools]]\nname = "burst"\nprovider = "sim"\nmax_nodes = 64\n'
+    config = load(folder, text + '[scheduler]\nkind = "sim"\n')
+    aws, sim = config.pools
+    assert aws == PoolSpec(
+        name="h100-east",
+        provider="aws",
+        region="us-east-1",
+        site="us-east-1",
+        instance_types=("p5.48xlarge", "p5e.48xlarge"),
+        zones=("us-east-1a", "us-east-1b"),
+        gpus_per_node=8,
+        max_nodes=16,
+        price_per_hour=None,
+        image_id="ami-0123456789abcdef0",
+    )
+    assert (sim.region, sim.instance_types, sim.zones, sim.image_id) == (
+        "sim-local",
+        ("sim.gpu8",),
+        (),
+        None,
+    )
+    assert sim.bootstrap == BootstrapSettings()
+    assert config.scheduler == SchedulerSettings(kind="sim")
+
+
+def test_no_pools_and_no_scheduler_by_default(folder: Path) -> None:
+    config = load(folder, HEAD + NODES)
+    assert config.pools == ()
+    assert config.scheduler.kind == "none"
+
+
+def test_every_optional_value(folder: Path) -> None:
+    text = AWS + (
+        'site = "aws-east"\nprice_per_hour = 55.04\nspot = true\nsubnet_id = "subnet-0abc"\n'
+        'security_group_ids = ["sg-1", "sg-2"]\ncapacity_backoff_s = 120\n'
+        "all_or_nothing = true\n"
+        '[pools.bootstrap]\nuser = "ubuntu"\nboot_timeout_s = 600\njoin_timeout_s = 120\n'
+    )
+    pool = load(folder, HEAD + NODES + text).pools[0]
+    assert (pool.site, pool.price_per_hour, pool.spot, pool.subnet_id) == (
+        "aws-east",
+        55.04,
+        True,
+        "subnet-0abc",
+    )
+    assert pool.security_group_ids == ("sg-1", "sg-2")
+    assert (pool.capacity_backoff_s, pool.all_or_nothing) == (120.0, True)
+    assert pool.bootstrap == BootstrapSettings("ubuntu", 600.0, 120.0)
+
+
+@pytest.mark.parametrize(
+    ("pools", "line", "words"),
+    [
+        (AWS.replace('"aws"', '"gcp"'), 10, ['provider "gcp"', "sim, aws"]),
+        (AWS.replace('region = "us-east-1"\n', ""), 8, ['missing "region"']),
+        (AWS.replace('image_id = "ami-0123456789abcdef0"\n', ""), 8, ["needs image_id"]),
+        (AWS.replace("ami-0123456789abcdef0", "ubuntu-22.04"), 16, ["not an AMI id"]),
+        (AWS.replace('"h100-east"', '"H100 East"'), 9, ["lower-case letters"]),
+        (AWS.replace("max_nodes = 16\n", ""), 8, ["needs max_nodes"]),
+        (AWS.replace("max_nodes = 16", "max_nodes = 0"), 15, ["between 1 and 10000"]),
+        (AWS.replace("gpus_per_node = 8", "gpus_per_node = 8.5"), 14, ["an integer"]),
+        (AWS + "spot = 1\n", 17, ["true or false"]),
+        (AWS + "price_per_hour = -1\n", 17, ["at least 0"]),
+        (AWS + "max_node = 3\n", 17, ['unknown key "max_node"', 'did you mean "max_nodes"']),
+        (AWS.replace('["p5.48xlarge", "p5e.48xlarge"]', "[]"), 8, ["needs instance_types"]),
+        (AWS.replace('"us-east-1b"', '"us-east-1a"'), 12, ["names an entry twice"]),
+        (AWS + AWS, 18, ['pool "h100-east" is defined twice', "line 9"]),
+        (AWS + "[pools.bootstrap]\nusr = 1\n", 18, ['unknown key "usr"']),
+        ('[pools]\nname = "x"\n', 8, ["[[pools]], with double brackets"]),
+        ('[scheduler]\nkind = "pbs"\n', 9, ['scheduler kind "pbs"', "none, sim, slurm"]),
+    ],
+)
+def test_bad_pools_are_refused_with_line_and_sentence(
+    folder: Path, pools: str, line: int, words: list[str]
+) -> None:
+    error = refuse(folder, HEAD + NODES + pools)
+    assert error.line == line, str(error)
+    for word in words:
+        assert word in str(error)
