@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,30 @@ def node_names(count: int) -> list[str]:
     """``sim0001`` .. ``simNNNN``: zero-padded so they sort and fold as a node set."""
     digits = max(NODE_DIGITS, len(str(count)))
     return [f"{NODE_PREFIX}{number:0{digits}d}" for number in range(1, count + 1)]
+
+
+#: What a node name given explicitly may hold: a host name's letters, and a path component.
+_NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,62}")
+
+
+def names_problem(names: Sequence[str]) -> str | None:
+    """Why explicit node names cannot be served, or None when they can.
+
+    Each name is a host name and a folder's name; the list must be in node-set order (as
+    :func:`fold` and cluster.toml's ``port_base`` number the nodes) without repeats.
+    """
+    for name in names:
+        if _NODE_NAME.fullmatch(name) is None:
+            return (
+                f"node name {name!r} must start with a letter and hold only letters, digits "
+                "and dashes, at most 63"
+            )
+    if [str(node) for node in NodeSet.fromlist(list(names))] != list(names):
+        return (
+            f"node names {', '.join(names)} must be distinct and in node-set order "
+            f"(like {fold(names)})"
+        )
+    return None
 
 
 def fold(names: Iterable[str]) -> str:

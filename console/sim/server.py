@@ -105,6 +105,9 @@ class SimOptions:
     address: str = DEFAULT_ADDRESS
     #: Random faults per node per hour (a seeded Poisson stream; each ends by itself).
     fault_rate_per_hour: float = 0.0
+    #: The nodes' names, one per node in node-set order; empty: sim0001, sim0002, ...
+    #: (The sim provider names each cloud instance's node after its pool.)
+    names: tuple[str, ...] = ()
 
 
 class _TickClock:
@@ -199,7 +202,7 @@ def prepare(options: SimOptions) -> Plan:
         layout.out.mkdir(parents=True, exist_ok=True)
         _refuse_second_server(layout)
         _raise_fd_limit(options.nodes * _FDS_PER_NODE + _FDS_SPARE)
-        names = files.node_names(options.nodes)
+        names = list(options.names) or files.node_names(options.nodes)
         client_key = files.ensure_client_key(layout)
         host_keys = files.ensure_host_keys(layout, names)
         for name in names:
@@ -266,6 +269,14 @@ def _check_options(opts: SimOptions) -> None:
             )
     elif opts.nodes > EPHEMERAL_PORT_START - 1024:
         raise SimServerError(f"{opts.nodes} nodes do not fit below port {EPHEMERAL_PORT_START}")
+    if opts.names:
+        if len(opts.names) != opts.nodes:
+            raise SimServerError(
+                f"{len(opts.names)} node names given for {opts.nodes} nodes; give one per node"
+            )
+        problem = files.names_problem(opts.names)
+        if problem is not None:
+            raise SimServerError(problem)
     rate = opts.fault_rate_per_hour
     if not (math.isfinite(rate) and rate >= 0):
         raise SimServerError(

@@ -645,6 +645,10 @@ def test_the_fast_encoder_writes_what_the_agent_writes() -> None:
         ({"nodes": 10, "base_port": 32760}, "ports 32760-32769 reach 32768 or above"),
         ({"nodes": 1, "base_port": 22}, "--base-port 22 is a privileged port"),
         ({"nodes": 1, "address": "10.0.0.1"}, "the simulated cluster listens on loopback only"),
+        ({"nodes": 2, "names": ("a1",)}, "1 node names given for 2 nodes"),
+        ({"nodes": 1, "names": ("../x",)}, "node name '../x' must start with a letter"),
+        ({"nodes": 2, "names": ("b1", "a1")}, "node names b1, a1 must be distinct and in node-set"),
+        ({"nodes": 2, "names": ("a1", "a1")}, "node names a1, a1 must be distinct and in node-set"),
     ],
 )
 def test_options_that_cannot_work_are_refused(
