@@ -1,0 +1,402 @@
+"""Bursting a cloud pool: the intent first, then the node rows, then the launch calls.
+
+The order is the safety of the whole thing. The intent (with its idempotency token) is on
+disk before any provider call, and every launch carries the ownership tags, so whatever a
+crash interrupts, the reconcile loop finds the instances by their tags and adopts them; a
+retried request with the same token finds the intent already written and launches nothing.
+
+Each launch call is all or none (the provider's contract), so "launch what you can" is done
+across calls: a capacity error halves the request on the same instance type and zone (the
+cloud may have room for fewer), and once even one instance is refused there, that (type,
+zone) is backed off for the pool's ``capacity_backoff_s`` and the next one in the pool's
+preference order is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from tidectl.console.config.model import PoolSpec
+from tidectl.console.lifecycle.records import IntentAction, IntentRecord, IntentStatus
+from tidectl.console.lifecycle.states import NodeKind, State
+from tidectl.console.lifecycle.store import Store
+from tidectl.console.providers.base import (
+    CapacityError,
+    Instance,
+    LaunchRequest,
+    Provider,
+    ProviderError,
+    UnavailableError,
+    ownership_tags,
+)
+
+__all__ = ["BurstRefused", "BurstResult", "Burster", "LaunchAttempt", "default_token"]
+
+_log = logging.getLogger(__name__)
+
+#: The image a sim pool's launch request names: the sim cloud boots any image the same way.
+SIM_IMAGE = "sim-default"
+#: Ends of a node's live life: a node in these no longer counts toward a pool's size.
+_ENDED = (State.TERMINATED, State.FAILED)
+
+
+class BurstRefused(Exception):
+    """A burst that cannot be carried out as asked. ``str()`` says why and what to do.
+    Nothing was written and nothing launched."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchAttempt:
+    """One launch call: what it asked for and how it ended (``error`` None: it launched)."""
+
+    instance_type: str
+    zone: str | None
+    count: int
+    launched: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BurstResult:
+    pool: str
+    intent_id: str | None  # None: nothing to do, so nothing was written
+    wanted: int
+    launched: int
+    nodes: tuple[str, ...]  # the nodes now provisioning (or terminating after a rollback)
+    attempts: tuple[LaunchAttempt, ...] = ()
+    #: The intent existed already (same token): its outcome is reported, nothing launched.
+    replayed: bool = False
+    rolled_back: bool = False
+    sentence: str = ""
+
+
+def default_token(request_id: str) -> str:
+    """The idempotency token of a request that brings none: a retried request (same request
+    id) finds the intent it wrote and never launches twice."""
+    return f"burst:{request_id}"
+
+
+@dataclass
+class _Launching:
+    """The state of one burst as it runs."""
+
+    intent: IntentRecord
+    pool: PoolSpec
+    provider: Provider
+    waiting: list[str]  # node names still in requested, in order
+    launched: list[str] = field(default_factory=list)
+    instances: list[str] = field(default_factory=list)
+    attempts: list[LaunchAttempt] = field(default_factory=list)
+    calls: int = 0
+
+    def next_token(self) -> str:
+        # Deterministic per intent and call: at most 32 + 1 + a few characters (limit 64).
+        self.calls += 1
+        return f"{self.intent.id}-{self.calls}"
+
+
+class Burster:
+    """Carries out bursts for the engine. ``backoff`` remembers (pool, type, zone) capacity
+    refusals until a clock time (in memory: a restart tries them again, which costs one call)."""
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        pools: Mapping[str, PoolSpec],
+        cluster: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._pools = pools
+        self._cluster = cluster
+        self._clock = clock
+        self.backoff: dict[tuple[str, str, str | None], float] = {}
+        #: Intents launching now: their instances may be listed before their rows are
+        #: committed, and must not be adopted as orphans meanwhile.
+        self.in_flight: set[str] = set()
+
+    async def burst(
+        self,
+        pool_name: str,
+        *,
+        count: int | None,
+        ensure: int | None,
+        actor: str,
+        frontend: str,
+        request_id: str,
+        token: str | None,
+    ) -> BurstResult:
+        pool, provider = self._check(pool_name, count, ensure)
+        token = token or default_token(request_id)
+        store, now = self._store, self._clock()
+        existing = store.intent_by_token(token)
+        live = len([n for n in store.nodes(pool=pool.name) if n.state not in _ENDED])
+        wanted = count if count is not None else max(0, (ensure or 0) - live)
+        if existing is None and count is not None and live + count > pool.max_nodes:
+            raise BurstRefused(
+                f"pool {pool.name} has {live} node(s) and allows at most {pool.max_nodes}: "
+                f"adding {count} would make {live + count}; ask for at most "
+                f"{max(0, pool.max_nodes - live)} or raise max_nodes in cluster.toml"
+            )
+        intent = store.add_intent(
+            token=token,
+            action=IntentAction.BURST,
+            pool=pool.name,
+            actor=actor,
+            frontend=frontend,
+            request_id=request_id,
+            at=now,
+            count=count,
+            target=ensure,
+        )
+        if existing is not None:
+            return self._replay(intent, pool)
+        if wanted <= 0:
+            store.set_intent_status(intent.id, IntentStatus.DONE, at=self._clock())
+            return BurstResult(
+                pool.name,
+                intent.id,
+                0,
+                0,
+                (),
+                sentence=f"pool {pool.name} already has {live} node(s) of {ensure}: nothing to do",
+            )
+        names = [f"{pool.name}-{intent.id[:8]}-{n}" for n in range(1, wanted + 1)]
+        for name in names:
+            store.add_node(
+                name,
+                NodeKind.CLOUD,
+                pool.name,
+                State.REQUESTED,
+                now,
+                reason=f"burst of {wanted} asked by {actor} ({frontend})",
+                actor=actor,
+                request_id=request_id,
+                intent_id=intent.id,
+            )
+        job = _Launching(intent, pool, provider, list(names))
+        self.in_flight.add(intent.id)
+        try:
+            await self._launch_all(job, actor, request_id)
+            return await self._finish(job, wanted, actor, request_id)
+        finally:
+            self.in_flight.discard(intent.id)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _check(
+        self, pool_name: str, count: int | None, ensure: int | None
+    ) -> tuple[PoolSpec, Provider]:
+        pool = self._pools.get(pool_name)
+        if pool is None:
+            known = ", ".join(sorted(self._pools)) or "none are configured"
+            raise BurstRefused(f"there is no pool named {pool_name!r} (pools: {known})")
+        provider = self._providers.get(pool_name)
+        if provider is None:
+            raise BurstRefused(f"pool {pool_name} has no provider set up; check its config")
+        if (count is None) == (ensure is None):
+            raise BurstRefused("a burst takes either a count (add N) or ensure (have N), not both")
+        if count is not None and (isinstance(count, bool) or count < 1):
+            raise BurstRefused(f"a burst adds at least 1 node, not {count}")
+        if ensure is not None and (isinstance(ensure, bool) or ensure < 0):
+            raise BurstRefused(f"ensure takes a node count of 0 or more, not {ensure}")
+        if ensure is not None and ensure > pool.max_nodes:
+            raise BurstRefused(
+                f"pool {pool_name} allows at most {pool.max_nodes} nodes, not {ensure}; "
+                "ask for fewer or raise max_nodes in cluster.toml"
+            )
+        return pool, provider
+
+    # -- launching --------------------------------------------------------------------------
+
+    def _candidates(self, pool: PoolSpec) -> list[tuple[str, str | None]]:
+        now = self._clock()
+        zones: tuple[str | None, ...] = pool.zones or (None,)
+        return [
+            (kind, zone)
+            for kind in pool.instance_types
+            for zone in zones
+            if self.backoff.get((pool.name, kind, zone), 0.0) <= now
+        ]
+
+    async def _launch_all(self, job: _Launching, actor: str, request_id: str) -> None:
+        for kind, zone in self._candidates(job.pool):
+            size = len(job.waiting)
+            while job.waiting and size >= 1:
+                size = min(size, len(job.waiting))
+                outcome = await self._launch(job, kind, zone, size)
+                if isinstance(outcome, CapacityError):
+                    if size == 1:
+                        until = self._clock() + job.pool.capacity_backoff_s
+                        self.backoff[(job.pool.name, kind, zone)] = until
+                    size //= 2
+                    continue
+                if isinstance(outcome, ProviderError):
+                    return  # quota, auth, a bad request, no answer: another zone will not help
+                self._commit(job, outcome, kind=kind, zone=zone, actor=actor, request_id=request_id)
+            if not job.waiting:
+                return
+
+    async def _launch(
+        self, job: _Launching, kind: str, zone: str | None, size: int
+    ) -> list[Instance] | ProviderError:
+        pool = job.pool
+        request = LaunchRequest(
+            pool=pool.name,
+            count=size,
+            instance_type=kind,
+            region=pool.region,
+            image_id=pool.image_id or SIM_IMAGE,
+            token=job.next_token(),
+            tags=ownership_tags(self._cluster, pool.name, job.intent.id),
+            zone=zone,
+            subnet_id=pool.subnet_id,
+            security_group_ids=pool.security_group_ids,
+            spot=pool.spot,
+        )
+        try:
+            try:
+                instances = await job.provider.launch(request)
+            except UnavailableError:
+                # Outcome unknown: the same request with the same token is safe to repeat.
+                instances = await job.provider.launch(request)
+        except ProviderError as error:
+            _log.info("burst %s: launch of %d %s failed: %s", job.intent.id, size, kind, error)
+            job.attempts.append(LaunchAttempt(kind, zone, size, 0, str(error)))
+            return error
+        job.attempts.append(LaunchAttempt(kind, zone, size, len(instances)))
+        return instances
+
+    def _commit(
+        self,
+        job: _Launching,
+        instances: list[Instance],
+        *,
+        kind: str,
+        zone: str | None,
+        actor: str,
+        request_id: str,
+    ) -> None:
+        store = self._store
+        for instance in instances:
+            if not job.waiting:  # more than asked: reconcile adopts the extra by its tags
+                break
+            name = job.waiting.pop(0)
+            at = self._clock()
+            store.record_instance(
+                instance.instance_id,
+                provider=job.pool.provider,
+                pool=job.pool.name,
+                region=job.pool.region,
+                zone=instance.zone or zone,
+                instance_type=instance.instance_type or kind,
+                intent_id=job.intent.id,
+                node=name,
+                launched_at=instance.launched_at.timestamp(),
+                tags=instance.tags,
+                state=str(instance.state),
+                seen_at=at,
+            )
+            store.transition(
+                name,
+                State.PROVISIONING,
+                reason=f"launched as {instance.instance_id} ({kind})",
+                actor=actor,
+                request_id=request_id,
+                at=at,
+                instance_id=instance.instance_id,
+            )
+            job.launched.append(name)
+            job.instances.append(instance.instance_id)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    async def _finish(
+        self, job: _Launching, wanted: int, actor: str, request_id: str
+    ) -> BurstResult:
+        store, pool = self._store, job.pool
+        errors = "; ".join(dict.fromkeys(a.error for a in job.attempts if a.error))
+        why = errors or "every instance type and zone of the pool is backed off after no capacity"
+        # No launch call at all: no instance can exist for the nodes, so they end here.
+        unsent = State.TERMINATED if not job.attempts else State.FAILED
+        for name in job.waiting:
+            store.transition(
+                name,
+                unsent,
+                reason=f"not launched: {why}",
+                actor=actor,
+                request_id=request_id,
+                at=self._clock(),
+            )
+        launched = len(job.launched)
+        rolled_back = False
+        if launched < wanted and pool.all_or_nothing and launched:
+            await self._roll_back(job, actor, request_id)
+            rolled_back = True
+        if launched == wanted:
+            sentence = f"launched {launched} of {wanted} node(s) in pool {pool.name}"
+        elif rolled_back:
+            sentence = (
+                f"got {launched} of {wanted} node(s) in pool {pool.name}, which is all or "
+                f"nothing: terminating the {launched} launched ({why})"
+            )
+        else:
+            sentence = f"launched {launched} of {wanted} node(s) in pool {pool.name} ({why})"
+        ok = launched > 0 and not rolled_back
+        store.set_intent_status(
+            job.intent.id,
+            IntentStatus.DONE if ok else IntentStatus.FAILED,
+            at=self._clock(),
+            error=None if launched == wanted else sentence,
+        )
+        return BurstResult(
+            pool.name,
+            job.intent.id,
+            wanted,
+            0 if rolled_back else launched,
+            tuple(job.launched),
+            tuple(job.attempts),
+            rolled_back=rolled_back,
+            sentence=sentence,
+        )
+
+    async def _roll_back(self, job: _Launching, actor: str, request_id: str) -> None:
+        for name in job.launched:
+            self._store.transition(
+                name,
+                State.TERMINATING,
+                reason="all-or-nothing pool: the burst could not get every node",
+                actor=actor,
+                request_id=request_id,
+                at=self._clock(),
+            )
+        try:
+            await job.provider.terminate(job.instances)
+        except ProviderError as error:
+            # The nodes stay terminating: the reconcile loop asks again until it is confirmed.
+            _log.warning("burst %s: rollback terminate failed: %s", job.intent.id, error)
+
+    def _replay(self, intent: IntentRecord, pool: PoolSpec) -> BurstResult:
+        nodes = [n for n in self._store.nodes(pool=pool.name) if n.intent_id == intent.id]
+        launched = tuple(n.name for n in nodes if n.instance_id)
+        wanted = intent.count if intent.count is not None else len(nodes)
+        return BurstResult(
+            pool.name,
+            intent.id,
+            wanted,
+            len(launched),
+            launched,
+            replayed=True,
+            sentence=(
+                f"this request was already made (intent {intent.id}, {intent.status}): "
+                f"{len(launched)} node(s) were launched for it; nothing new was launched"
+            ),
+        )

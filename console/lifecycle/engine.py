@@ -1,0 +1,325 @@
+"""The lifecycle engine: the half of the lifecycle that acts.
+
+``reconcile.py`` decides, without I/O, what to do about each node; this module observes the
+world (the provider's tagged instances, the scheduler, the admission gate), hands it to the
+planner and carries the actions out. Bursts (``burst.py``) write their intent before any
+provider call. Every store write the reconcile loop makes carries the actor ``reconcile``.
+
+The loop must never crash on the world moving under it: a move the table refuses now (a
+person resumed the node meanwhile) is logged and skipped, a failed provider or scheduler call
+is reported and tried again on the next pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tidectl.console.config.model import PoolSpec
+from tidectl.console.lifecycle import reconcile
+from tidectl.console.lifecycle.burst import Burster, BurstResult
+from tidectl.console.lifecycle.errors import StoreError, UnknownRecord
+from tidectl.console.lifecycle.reconcile import (
+    Action,
+    Adopt,
+    ConfirmTerminated,
+    Join,
+    Move,
+    NodeSeen,
+    Observation,
+    Report,
+    Terminate,
+)
+from tidectl.console.lifecycle.records import NodeRecord
+from tidectl.console.lifecycle.states import (
+    DEFAULT_TIMEOUTS,
+    IllegalTransition,
+    NodeKind,
+    State,
+    Timeout,
+    timeouts,
+)
+from tidectl.console.lifecycle.store import Store
+from tidectl.console.providers.base import (
+    CLUSTER_TAG,
+    INTENT_TAG,
+    POOL_TAG,
+    Instance,
+    Provider,
+    ProviderError,
+)
+from tidectl.console.scheduler.base import JobState, SchedState, Scheduler, SchedulerError
+
+__all__ = ["ACTOR", "Engine", "ReconcileResult", "pool_timeouts"]
+
+_log = logging.getLogger(__name__)
+
+#: The actor of every store write the reconcile loop makes.
+ACTOR = "reconcile"
+_SCHEDULED = frozenset({SchedState.IDLE, SchedState.MIXED, SchedState.ALLOCATED})
+_ON_NODE = frozenset({JobState.RUNNING, JobState.COMPLETING})
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    actions: tuple[Action, ...]
+    reports: tuple[Report, ...]
+    took_s: float  # observe + plan + act, on the monotonic clock
+    observed_s: float  # of which observing the world
+
+
+def pool_timeouts(pool: PoolSpec) -> Mapping[State, Timeout]:
+    """The timeout table for a pool's nodes: its bootstrap settings over the defaults."""
+    return timeouts(
+        {
+            "provisioning": pool.bootstrap.boot_timeout_s,
+            "joining": pool.bootstrap.join_timeout_s,
+        }
+    )
+
+
+class Engine:
+    """Bursts and the reconcile loop over one cluster's store, providers and scheduler.
+
+    ``providers`` maps each pool's name to its provider; ``health(node)`` is the admission
+    gate (True healthy, False refused, None not heard from). ``clock`` gives the store's
+    times (wall-clock seconds).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        scheduler: Scheduler | None,
+        pools: Mapping[str, PoolSpec],
+        cluster: str,
+        *,
+        health: Callable[[str], bool | None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._providers = providers
+        self._scheduler = scheduler
+        self._pools = pools
+        self._cluster = cluster
+        self._health = health
+        self._clock = clock
+        self._burster = Burster(store, providers, pools, cluster, clock)
+        self._timeouts = {name: pool_timeouts(pool) for name, pool in pools.items()}
+
+    async def burst(
+        self,
+        pool: str,
+        *,
+        count: int | None = None,
+        ensure: int | None = None,
+        actor: str,
+        frontend: str,
+        request_id: str,
+        token: str | None = None,
+    ) -> BurstResult:
+        """Add ``count`` nodes to ``pool``, or bring it to ``ensure`` live nodes.
+
+        Refuses (BurstRefused) an unknown pool, a count below 1, or more than the pool's
+        max_nodes; the same ``token`` (default: from ``request_id``) never launches twice.
+        """
+        return await self._burster.burst(
+            pool,
+            count=count,
+            ensure=ensure,
+            actor=actor,
+            frontend=frontend,
+            request_id=request_id,
+            token=token,
+        )
+
+    # -- observe ----------------------------------------------------------------------------
+
+    async def observe(self) -> Observation:
+        """The provider's instances with this cluster's tag, the scheduler's nodes and jobs,
+        and the admission gate's word on every node the store or the scheduler knows."""
+        instances: dict[str, Instance] = {}
+        for provider in _distinct(self._providers.values()):
+            for instance in await provider.describe({CLUSTER_TAG: self._cluster}):
+                instances.setdefault(instance.instance_id, instance)
+        views: dict[str, NodeSeen] = {}
+        sched_nodes = await self._scheduler.nodes() if self._scheduler else []
+        jobs = await self._scheduler.jobs() if self._scheduler else []
+        on_node: dict[str, int] = {}
+        for job in jobs:
+            if job.state in _ON_NODE:
+                for name in job.nodes:
+                    on_node[name] = on_node.get(name, 0) + 1
+        for node in sched_nodes:
+            views[node.name] = NodeSeen(
+                scheduled=node.state in _SCHEDULED,
+                drained=node.state is SchedState.DRAINED,
+                # Two witnesses: the node's own list and the jobs that name it; the larger wins,
+                # so a moment where they disagree errs on the side of a job being there.
+                jobs=max(len(node.jobs), on_node.get(node.name, 0)),
+            )
+        for record in self.store.nodes():
+            if record.state is not State.TERMINATED:
+                views.setdefault(record.name, NodeSeen())
+        return Observation(
+            at=self._clock(),
+            instances=instances,
+            nodes={name: _with_health(view, self._health(name)) for name, view in views.items()},
+        )
+
+    # -- act --------------------------------------------------------------------------------
+
+    async def act(self, actions: Sequence[Action]) -> list[Report]:
+        """Carry out the planner's actions in order; returns what must be reported.
+
+        A node whose move was refused is left alone for the rest of this pass: what followed
+        the move (a terminate after ``terminating``) was decided for a world that is gone.
+        """
+        reports: list[Report] = []
+        skipped: set[str] = set()
+        for action in actions:
+            node = action.instance.instance_id if isinstance(action, Adopt) else action.node
+            if node in skipped:
+                continue
+            try:
+                report = await self._act_one(action)
+            except (IllegalTransition, StoreError) as error:
+                _log.info("reconcile: skipped %s: %s", action, error)
+                skipped.add(node)
+                continue
+            if report is not None:
+                reports.append(report)
+        return reports
+
+    async def _act_one(self, action: Action) -> Report | None:
+        now = self._clock()
+        if isinstance(action, Move):
+            self.store.transition(
+                action.node, action.after, reason=action.reason, actor=ACTOR, request_id="", at=now
+            )
+        elif isinstance(action, Adopt):
+            self._adopt(action, now)
+        elif isinstance(action, Terminate):
+            return await self._terminate(action)
+        elif isinstance(action, ConfirmTerminated):
+            # Never recorded (a crash before its commit): nothing to close.
+            with contextlib.suppress(UnknownRecord):
+                self.store.confirm_terminated(action.instance_id, now)
+        elif isinstance(action, Join):
+            return await self._join(action)
+        else:
+            return action
+        return None
+
+    def _adopt(self, action: Adopt, now: float) -> None:
+        instance = action.instance
+        pool = self._pools.get(action.pool)
+        self.store.record_instance(
+            instance.instance_id,
+            provider=pool.provider if pool else "unknown",
+            pool=action.pool,
+            region=pool.region if pool else "unknown",
+            zone=instance.zone,
+            instance_type=instance.instance_type,
+            intent_id=instance.tags.get(INTENT_TAG),
+            node=action.node,
+            launched_at=instance.launched_at.timestamp(),
+            tags=instance.tags,
+            state=str(instance.state),
+            seen_at=now,
+        )
+        self.store.add_node(
+            action.node,
+            NodeKind.CLOUD,
+            action.pool,
+            State.PROVISIONING,
+            now,
+            reason=action.reason,
+            actor=ACTOR,
+            request_id="",
+            instance_id=instance.instance_id,
+            intent_id=instance.tags.get(INTENT_TAG),
+        )
+
+    async def _terminate(self, action: Terminate) -> Report | None:
+        record = self.store.node(action.node)
+        provider = self._providers.get(record.pool or "") if record else None
+        if provider is None:
+            return Report(action.node, f"cannot terminate {action.instance_id}: no provider")
+        try:
+            await provider.terminate([action.instance_id])
+        except ProviderError as error:
+            return Report(
+                action.node,
+                f"terminating {action.instance_id} failed ({error}); retried next pass",
+            )
+        return None
+
+    async def _join(self, action: Join) -> Report | None:
+        if self._scheduler is None:
+            return None  # no scheduler: nothing to join; the node waits in joining
+        record = self.store.node(action.node)
+        pool = self._pools.get(record.pool or "") if record else None
+        gpus = pool.gpus_per_node if pool else 0
+        try:
+            known = {node.name for node in await self._scheduler.nodes()}
+            if action.node not in known:  # joining again after a restart is not an error
+                await self._scheduler.add_node(action.node, gpus)
+        except SchedulerError as error:
+            return Report(action.node, f"the scheduler did not take the node: {error}")
+        return None
+
+    # -- the loop's one pass ----------------------------------------------------------------
+
+    async def reconcile_once(self) -> ReconcileResult:
+        """Observe, plan (per pool, with the pool's timeouts), act."""
+        started = time.monotonic()
+        seen = await self.observe()
+        observed = time.monotonic() - started
+        actions = self.plan(seen)
+        reports = await self.act(actions)
+        return ReconcileResult(tuple(actions), tuple(reports), time.monotonic() - started, observed)
+
+    def plan(self, seen: Observation) -> list[Action]:
+        """The planner's actions, pool by pool, so each pool's nodes get its timeouts."""
+        records = self.store.instances(open_only=True)
+        by_pool: dict[str | None, list[NodeRecord]] = {}
+        for node in self.store.nodes():
+            by_pool.setdefault(node.pool, []).append(node)
+        tagged: dict[str | None, dict[str, Instance]] = {}
+        for instance_id, instance in seen.instances.items():
+            tagged.setdefault(instance.tags.get(POOL_TAG), {})[instance_id] = instance
+        actions: list[Action] = []
+        for pool in sorted(set(by_pool) | set(tagged), key=lambda p: p or ""):
+            part = Observation(seen.at, tagged.get(pool, {}), seen.nodes)
+            actions += reconcile.plan(
+                by_pool.get(pool, []),
+                # Every open record counts as known in every pool's plan: an instance recorded
+                # under one pool must never be adopted a second time under another.
+                records,
+                part,
+                pool_tag=POOL_TAG,
+                timeouts=self._timeouts.get(pool or "", DEFAULT_TIMEOUTS),
+            )
+        # An instance whose burst is still committing it is not an orphan: its row is coming.
+        launching = self._burster.in_flight
+        return [
+            a
+            for a in actions
+            if not (isinstance(a, Adopt) and a.instance.tags.get(INTENT_TAG) in launching)
+        ]
+
+
+def _with_health(view: NodeSeen, healthy: bool | None) -> NodeSeen:
+    return NodeSeen(view.scheduled, view.drained, view.jobs, healthy)
+
+
+def _distinct(providers: Iterable[Provider]) -> list[Provider]:
+    """Each provider once, though several pools may share it."""
+    seen: dict[int, Provider] = {}
+    for provider in providers:
+        seen.setdefault(id(provider), provider)
+    return list(seen.values())
