@@ -1,10 +1,11 @@
 """The Textual console: the fleet live in a full-screen terminal.
 
-The app owns the collector (a worker on the app's event loop, started after the first frame,
-so the screen is up before the first node answers) and subscribes to the fleet. Fleet flushes arrive as ``FleetChanged``
-messages that coalesce in the queue; the app hands the names to every screen, and only the
-screen showing applies them: hidden views are not rendered. Blocking work (writing the sim's
-fault file) runs in a thread worker; handlers never do I/O.
+The app owns the collector (a worker on the app's event loop, started after the first
+frame, so the screen is up before the first node answers) and subscribes to the fleet.
+Fleet flushes arrive as ``FleetChanged`` messages that coalesce in the queue; the app hands
+the names to every screen, and only the screen showing applies them: hidden views are not
+rendered. Blocking work (writing the sim's fault file) runs in a thread worker; handlers
+never do I/O.
 """
 
 from __future__ import annotations
