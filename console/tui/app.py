@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.worker import Worker, WorkerState
 
 from tidectl.console import gc_tuning
@@ -108,7 +109,12 @@ class ConsoleApp(App[int]):
     def _tick(self) -> None:
         tick = getattr(self.screen, "tick", None)
         if tick is not None:
-            tick()
+            try:
+                tick()
+            except NoMatches:
+                # The timer fired while quitting: the screen's widgets are already removed
+                # and there is nothing left to show (it crashed the exit before this).
+                return
         if self.source is not None and not self._frozen and self._connected():
             self._frozen = True
             gc_tuning.freeze_long_lived()

@@ -309,3 +309,15 @@ async def test_new_figures_reach_the_screen_without_a_new_layout() -> None:
         fleet.flush()
         await wait_for(pilot, lambda: " 61%" in screen_text(app), 5, "gpu002's new utilisation")
         assert app.fleet_screen.model.layout_version == version
+
+
+async def test_a_tick_during_quit_does_not_crash_the_exit() -> None:
+    # The 1 Hz timer can fire while the app tears its screens down; it once raised NoMatches
+    # for the header and turned a clean quit into a traceback.
+    fleet, _, _ = fed_fleet(2)
+    app = ConsoleApp(fleet, "c")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.fleet_screen.query_one("#summary").remove()
+        await pilot.pause()
+        app._tick()  # must not raise
+        assert app.is_running
