@@ -104,7 +104,8 @@ class ConsoleApp(App[int]):
         for screen in self.screen_stack:
             note = getattr(screen, "note_changes", None)
             if note is not None:
-                note(message.names)
+                with contextlib.suppress(NoMatches):  # quitting: see _tick
+                    note(message.names)
 
     def _tick(self) -> None:
         tick = getattr(self.screen, "tick", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import ClassVar
 
@@ -9,6 +10,7 @@ from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
@@ -90,7 +92,8 @@ class FleetScreen(Screen[None]):
     def _apply_due(self) -> None:
         self._apply_timer = None
         if self.is_current:
-            self.apply_pending()
+            with contextlib.suppress(NoMatches):  # the app is quitting: nothing to show
+                self.apply_pending()
 
     def apply_pending(self) -> None:
         """Apply the nodes changed since the last call (the header follows once a second)."""
