@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncssh
 
@@ -50,10 +51,26 @@ class Target:
         return f"{self.user}@{self.address}:{self.port}"
 
 
+class KnownHostsUnreadable(Exception):
+    """The configured known_hosts file cannot be read (deleted, unreadable)."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(f"{path}: {exc.strerror or exc}")
+        self.path = path
+        self.reason = exc.strerror or str(exc) or type(exc).__name__
+
+
 def classify(target: Target, exc: BaseException, known_hosts: str) -> TransportError:  # noqa: PLR0911
     """Turn whatever asyncssh or the socket raised into one of our errors."""
     if isinstance(exc, TransportError):
         return exc
+    if isinstance(exc, KnownHostsUnreadable):
+        return HostKeyMismatch(
+            target.node,
+            f"cannot read known_hosts {exc.path} ({exc.reason}), so the host key of "
+            f"{target.address}:{target.port} cannot be checked; no command was sent. Restore "
+            "the file, or point [ssh] known_hosts at the right one.",
+        )
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return HostKeyMismatch(
             target.node,

@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncssh
 
 from tidectl.console.config.model import NodeSpec, SshSettings
-from tidectl.console.transport.errors import Target, classify
+from tidectl.console.transport.errors import KnownHostsUnreadable, Target, classify
 
 
 @dataclass(slots=True)
@@ -29,11 +29,15 @@ class _KnownHostsCache:
     parsed: asyncssh.SSHKnownHosts | None = None
 
     def get(self) -> asyncssh.SSHKnownHosts:
-        info = self.path.stat()
-        stamp = (info.st_mtime, info.st_size, info.st_ino)
-        if self.parsed is None or stamp != self.stamp:
-            self.parsed = asyncssh.read_known_hosts(str(self.path))
-            self.stamp = stamp
+        try:
+            info = self.path.stat()
+            stamp = (info.st_mtime, info.st_size, info.st_ino)
+            if self.parsed is None or stamp != self.stamp:
+                self.parsed = asyncssh.read_known_hosts(str(self.path))
+                self.stamp = stamp
+        except OSError as exc:
+            # Not "cannot reach the node": the node may be fine; we cannot check its key.
+            raise KnownHostsUnreadable(self.path, exc) from exc
         return self.parsed
 
 

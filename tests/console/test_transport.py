@@ -161,6 +161,18 @@ async def test_unknown_host_is_refused_too(node: FakeNode) -> None:
     assert node.commands == []
 
 
+async def test_a_deleted_known_hosts_is_named_not_called_unreachable(node: FakeNode) -> None:
+    node.known_hosts.unlink()
+    recorder = Recorder()
+    await run_until(
+        link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.HOST_KEY_MISMATCH)
+    )
+    assert node.commands == []
+    message = recorder.error_for(LinkState.HOST_KEY_MISMATCH)
+    assert f"cannot read known_hosts {node.known_hosts}" in message
+    assert "No such file" in message and "no command was sent" in message
+
+
 async def test_refused_user_key_is_auth_failed(node: FakeNode, tmp_path: Path) -> None:
     stranger = tmp_path / "stranger"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
