@@ -37,8 +37,8 @@ class FleetTable(ScrollView, can_focus=True):
         Binding("down,j", "cursor(1)", "Down", show=False, id="table.down"),
         Binding("pageup,ctrl+b", "page(-1)", "Page up", show=False, id="table.page_up"),
         Binding("pagedown,ctrl+f", "page(1)", "Page down", show=False, id="table.page_down"),
-        Binding("home,g,G", "edge(0)", "First", show=False, id="table.first"),
-        Binding("end", "edge(1)", "Last", show=False, id="table.last"),
+        Binding("home,g", "edge(0)", "First", show=False, id="table.first"),
+        Binding("end,G", "edge(1)", "Last", show=False, id="table.last"),
         Binding("enter", "choose", "Open", id="table.open"),
     ]
 

@@ -57,6 +57,11 @@ async def test_rows_cursor_detail_and_back() -> None:
         assert app.screen is app.fleet_screen
         assert table.current is not None and table.current.key == "gpu003"
 
+        await pilot.press("G")
+        assert table.current is not None and table.current.key == "gpu006"
+        await pilot.press("g")
+        assert table.current is not None and table.current.key == "gpu001"
+
 
 async def test_the_cursor_stays_on_its_node_when_rows_resort() -> None:
     fleet, feeds, clock = fed_fleet(5)
