@@ -17,7 +17,7 @@ from tidectl.agents import cli as agent_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tidectl.console.commands import console, demo, run, status
+    from tidectl.console.commands import console, demo, nodes, run, status
     from tidectl.console.sim.cli import add_sim_commands
 
     parser = argparse.ArgumentParser(
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cli.configure(agent)
     status.add_parser(commands)
     run.add_parser(commands)
+    nodes.add_parser(commands)
     console.add_parser(commands)
     demo.add_parser(commands)
     add_sim_commands(commands)
@@ -66,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_console_command(args: argparse.Namespace) -> int:
-    from tidectl.console.commands import console, demo, run, status
+    from tidectl.console.commands import console, demo, nodes, run, status
     from tidectl.console.config.loader import ConfigError
     from tidectl.console.demo import DemoError
+    from tidectl.console.lifecycle.errors import StoreError
     from tidectl.console.sim.cli import run_sim_command
 
     handlers = {
@@ -77,10 +79,11 @@ def _run_console_command(args: argparse.Namespace) -> int:
         "sim": run_sim_command,
         "console": console.main,
         "demo": demo.main,
+        "nodes": nodes.main,
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, run.UsageError, DemoError) as exc:
+    except (ConfigError, run.UsageError, DemoError, StoreError) as exc:
         sys.stderr.write(f"tidectl {args.command}: {exc}\n")
         return 2
     except KeyboardInterrupt:
