@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tidectl.console.commands.run import UsageError
 from tidectl.console.config.loader import load_config
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.store import Store, default_path
@@ -53,7 +54,10 @@ def node_json(node: NodeRecord, now: float, cost: float) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    path: Path = args.store or default_path(config.name)
+    try:
+        path: Path = args.store or default_path(config.name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     now = time.time()
     rows: list[dict[str, Any]] = []
     if path.exists():

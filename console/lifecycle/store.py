@@ -68,7 +68,8 @@ def default_path(cluster: str, env: Mapping[str, str] | None = None) -> Path:
     if not cluster or cluster in {".", ".."} or "/" in cluster or "\0" in cluster:
         raise ValueError(
             f"cannot name a store file after the cluster {cluster!r}: a cluster name used as a "
-            "file name must be non-empty and contain no '/'; set [store].path instead"
+            "file name must be non-empty and contain no '/'; give the store's path explicitly "
+            "(tidectl nodes --store PATH)"
         )
     environ = os.environ if env is None else env
     xdg = environ.get("XDG_DATA_HOME", "")

@@ -93,3 +93,14 @@ def test_a_store_from_a_newer_tidectl_is_refused_with_a_sentence(
     status, _, err = run(capsys, "nodes", "-c", str(config), "--store", str(path))
     assert status == 2
     assert err.startswith("tidectl nodes: ") and "999" in err
+
+
+def test_a_cluster_name_that_cannot_name_a_file_asks_for_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    path = tmp_path / "cluster.toml"
+    path.write_text(CONFIG.replace('name = "lab"', 'name = "lab/east"'))
+    status, _, err = run(capsys, "nodes", "-c", str(path))
+    assert status == 2
+    assert "--store PATH" in err

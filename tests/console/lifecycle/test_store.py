@@ -95,7 +95,7 @@ def test_default_path_follows_xdg(tmp_path: Path) -> None:
     assert default_path("lab", {"XDG_DATA_HOME": "rel/dir"}) == expected
     assert default_path("lab", {}) == expected
     for bad in ("", "..", "a/b"):
-        with pytest.raises(ValueError, match=re.escape("set [store].path instead")):
+        with pytest.raises(ValueError, match=re.escape("give the store's path explicitly")):
             default_path(bad, {})
 
 
