@@ -25,7 +25,7 @@ import math
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +45,7 @@ from tidectl.console.providers.sim_instances import SimEndpoint, SimInstance
 from tidectl.console.sim import files
 from tidectl.console.sim.defaults import DEFAULT_ADDRESS, DEFAULT_USER
 from tidectl.console.sim.files import SimFilesError, SimLayout
-from tidectl.console.sim.server import SimOptions, SimServer, SimServerError
+from tidectl.console.sim.server import Plan, SimOptions, SimServer, SimServerError, prepare
 
 __all__ = ["SIM_PRICES", "SPOT_DISCOUNT", "SimCloudFaults", "SimEndpoint", "SimProvider"]
 
@@ -320,6 +320,13 @@ class SimProvider:
             instance.boot = self._spawn(self._boot(instance, delay))
         return instance
 
+    @staticmethod
+    def _prepare(instance: SimInstance, options: SimOptions, client_key: bytes) -> Plan:
+        instance.folder.mkdir(parents=True, exist_ok=True)
+        # The provider's one client key: the engine logs in to every node with it.
+        files.write_atomic(SimLayout(instance.folder).client_key, client_key, 0o600)
+        return prepare(options)
+
     async def _boot(self, instance: SimInstance, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         assert self._client_key is not None  # written by the launch that started it
@@ -335,10 +342,12 @@ class SimProvider:
             names=(instance.node,),
         )
         try:
-            instance.folder.mkdir(parents=True, exist_ok=True)
-            # The provider's one client key: the engine logs in to every node with it.
-            files.write_atomic(SimLayout(instance.folder).client_key, self._client_key, 0o600)
-            server = SimServer(options)
+            # Folder, keys and the bound port are blocking work (key generation, fsyncs):
+            # off the event loop, which a 64-node burst would otherwise hold for ~0.3 s.
+            plan = await _in_thread_closing_on_cancel(
+                self._prepare, instance, options, self._client_key
+            )
+            server = SimServer(options, plan=plan)
             instance.server = server
             await server.start()
         except (OSError, SimServerError) as exc:
@@ -412,3 +421,24 @@ class SimProvider:
 
 def _node_name(pool: str, number: int) -> str:
     return f"{pool}-{number:0{_NODE_DIGITS}d}"
+
+
+async def _in_thread_closing_on_cancel(
+    make: Callable[[SimInstance, SimOptions, bytes], Plan],
+    instance: SimInstance,
+    options: SimOptions,
+    client_key: bytes,
+) -> Plan:
+    """``make(...)`` in a thread; if the boot is cancelled meanwhile (the instance was
+    terminated while pending), the plan's bound socket is closed when the thread ends."""
+    job = asyncio.ensure_future(asyncio.to_thread(make, instance, options, client_key))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+
+        def close(done: asyncio.Future[Plan]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                done.result().close_sockets()
+
+        job.add_done_callback(close)
+        raise

@@ -372,3 +372,26 @@ async def test_aclose_stops_every_server(tmp_path: Path) -> None:
     with pytest.raises(UnavailableError, match="closed"):
         await cloud.launch(request(intent="later"))
     await cloud.aclose()  # twice is fine
+
+
+async def test_booting_does_its_blocking_work_off_the_event_loop(
+    cloud: SimProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Key generation, fsynced writes and the port bind of each instance: at 5 ms a node, a
+    # 64-node burst would hold the control plane's loop (and the console) for ~0.3 s.
+    import threading
+
+    from tidectl.console.providers import sim as sim_module
+
+    threads: list[threading.Thread] = []
+    real_prepare = sim_module.prepare
+
+    def recording_prepare(options: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real_prepare(options)
+
+    monkeypatch.setattr(sim_module, "prepare", recording_prepare)
+    launched = await cloud.launch(request(count=2))
+    await wait_for(cloud, [i.instance_id for i in launched], RUNNING)
+    assert len(threads) == 2
+    assert all(thread is not threading.main_thread() for thread in threads)
