@@ -309,43 +309,30 @@ class Store:
                         "request"
                     )
                 return existing
-            intent_id = uuid.uuid4().hex
+            record = IntentRecord(
+                id=uuid.uuid4().hex,
+                token=token,
+                action=action,
+                pool=pool,
+                count=count,
+                target=target,
+                actor=actor,
+                frontend=frontend,
+                request_id=request_id,
+                created_at=at,
+                status=IntentStatus.PENDING,
+                status_at=at,
+                error=None,
+                detail=json.loads(detail_json),
+            )
+            # The row is the record, field for field; detail goes in as the JSON text.
+            values = [getattr(record, name) for name in _INTENT_FIELDS[:-1]] + [detail_json]
             db.execute(
                 f"INSERT INTO intents ({_INTENT_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    intent_id,
-                    token,
-                    action,
-                    pool,
-                    count,
-                    target,
-                    actor,
-                    frontend,
-                    request_id,
-                    at,
-                    IntentStatus.PENDING,
-                    at,
-                    None,
-                    detail_json,
-                ),
+                f"VALUES ({', '.join('?' * len(_INTENT_FIELDS))})",
+                values,
             )
-        return IntentRecord(
-            intent_id,
-            token,
-            action,
-            pool,
-            count,
-            target,
-            actor,
-            frontend,
-            request_id,
-            at,
-            IntentStatus.PENDING,
-            at,
-            None,
-            json.loads(detail_json),
-        )
+        return record
 
     def intent(self, intent_id: str) -> IntentRecord | None:
         found = self._db.execute(
