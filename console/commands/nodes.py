@@ -1,8 +1,9 @@
 """``tidectl nodes -c cluster.toml``: every node the lifecycle store knows, and its state.
 
-Reads the store only: lifecycle state, pool, instance, how long in that state, and the cost so
-far from the ledger. A machine that never burst or drained has no store yet; that is said,
-not an error, and no file is created.
+Reads the store: lifecycle state, pool, instance, how long in that state, and the cost so far
+from the ledger (opening a store written by an older tidectl brings its schema up to date, as
+any open does). A machine that never burst or drained has no store yet; that is said, not an
+error, and no file is created.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "nodes",
         help="the lifecycle state of every node the store knows",
         description="List the nodes in the cluster's lifecycle store: state, pool, instance, "
-        "time in state and cost so far. Reads only; creates nothing.",
+        "time in state and cost so far. Creates no store where there is none.",
     )
     parser.add_argument("-c", "--config", required=True, help="cluster.toml")
     parser.add_argument(
