@@ -32,7 +32,14 @@ from tidectl.console.providers.base import (
     ownership_tags,
 )
 
-__all__ = ["BurstRefused", "BurstResult", "Burster", "LaunchAttempt", "default_token"]
+__all__ = [
+    "BurstRefused",
+    "BurstResult",
+    "Burster",
+    "LaunchAttempt",
+    "default_token",
+    "price_of",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -74,6 +81,19 @@ class BurstResult:
     replayed: bool = False
     rolled_back: bool = False
     sentence: str = ""
+
+
+async def price_of(pool: PoolSpec, provider: Provider, instance_type: str) -> float | None:
+    """What an hour of one of the pool's instances of ``instance_type`` costs: the pool's
+    configured price, else the provider's estimate; None when neither knows (the ledger then
+    records the stretch at 0 and the estimate gap is the operator's to fill in config)."""
+    if pool.price_per_hour is not None:
+        return pool.price_per_hour
+    try:
+        return await provider.price_per_hour(instance_type, spot=pool.spot)
+    except ProviderError as error:
+        _log.warning("no price for %s in pool %s: %s", instance_type, pool.name, error)
+        return None
 
 
 def default_token(request_id: str) -> str:
@@ -241,7 +261,16 @@ class Burster:
                     continue
                 if isinstance(outcome, ProviderError):
                     return  # quota, auth, a bad request, no answer: another zone will not help
-                self._commit(job, outcome, kind=kind, zone=zone, actor=actor, request_id=request_id)
+                price = await price_of(job.pool, job.provider, kind)
+                self._commit(
+                    job,
+                    outcome,
+                    kind=kind,
+                    zone=zone,
+                    price=price,
+                    actor=actor,
+                    request_id=request_id,
+                )
             if not job.waiting:
                 return
 
@@ -282,6 +311,7 @@ class Burster:
         *,
         kind: str,
         zone: str | None,
+        price: float | None,
         actor: str,
         request_id: str,
     ) -> None:
@@ -313,6 +343,7 @@ class Burster:
                 request_id=request_id,
                 at=at,
                 instance_id=instance.instance_id,
+                price_per_hour=price,
             )
             job.launched.append(name)
             job.instances.append(instance.instance_id)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.lifecycle import reconcile
-from tidectl.console.lifecycle.burst import Burster, BurstResult
+from tidectl.console.lifecycle.burst import Burster, BurstResult, price_of
 from tidectl.console.lifecycle.errors import StoreError, UnknownRecord
 from tidectl.console.lifecycle.reconcile import (
     Action,
@@ -201,7 +201,7 @@ class Engine:
                 action.node, action.after, reason=action.reason, actor=ACTOR, request_id="", at=now
             )
         elif isinstance(action, Adopt):
-            self._adopt(action, now)
+            await self._adopt(action, now)
         elif isinstance(action, Terminate):
             return await self._terminate(action)
         elif isinstance(action, ConfirmTerminated):
@@ -214,9 +214,15 @@ class Engine:
             return action
         return None
 
-    def _adopt(self, action: Adopt, now: float) -> None:
+    async def _adopt(self, action: Adopt, now: float) -> None:
         instance = action.instance
         pool = self._pools.get(action.pool)
+        provider = self._providers.get(action.pool)
+        price = (
+            await price_of(pool, provider, instance.instance_type)
+            if pool is not None and provider is not None
+            else None
+        )
         self.store.record_instance(
             instance.instance_id,
             provider=pool.provider if pool else "unknown",
@@ -242,6 +248,7 @@ class Engine:
             request_id="",
             instance_id=instance.instance_id,
             intent_id=instance.tags.get(INTENT_TAG),
+            price_per_hour=price,
         )
 
     async def _terminate(self, action: Terminate) -> Report | None:

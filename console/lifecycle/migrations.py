@@ -99,6 +99,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX ledger_by_pool ON ledger (pool, started_at)",
         "CREATE INDEX ledger_by_intent ON ledger (intent_id)",
     ),
+    # 2: a cloud node's price, so the store can open its ledger stretch in the same
+    # transaction as the move that starts the billing (NULL: not known, billed at 0).
+    ("ALTER TABLE nodes ADD COLUMN price_per_hour REAL",),
 )
 
 

@@ -47,6 +47,8 @@ class NodeRecord:
     intent_id: str | None
     created_at: float
     updated_at: float
+    #: What an hour of this node costs (cloud nodes; None: not known yet, or on-prem).
+    price_per_hour: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

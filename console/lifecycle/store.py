@@ -50,7 +50,14 @@ from tidectl.console.lifecycle.records import (
     LedgerEntry,
     NodeRecord,
 )
-from tidectl.console.lifecycle.states import NodeKind, State, Transition, check, check_entry
+from tidectl.console.lifecycle.states import (
+    NodeKind,
+    State,
+    Transition,
+    bills,
+    check,
+    check_entry,
+)
 
 __all__ = ["Store", "default_path"]
 
@@ -177,12 +184,18 @@ class Store:
         request_id: str,
         instance_id: str | None = None,
         intent_id: str | None = None,
+        price_per_hour: float | None = None,
     ) -> NodeRecord:
-        """Write a new node and the history row that records its entry (before = None)."""
+        """Write a new node and the history row that records its entry (before = None).
+
+        A cloud node that enters billing (an adopted instance) opens its ledger stretch in
+        the same transaction, at ``price_per_hour``.
+        """
         kind, state = NodeKind(kind), State(state)
         if not name:
             raise ValueError("a node needs a name")
         check_entry(kind, name, state)
+        _check_price(price_per_hour)
         with self._writing() as db:
             existing = db.execute("SELECT state FROM nodes WHERE name = ?", (name,)).fetchone()
             if existing is not None:
@@ -192,11 +205,16 @@ class Store:
                 )
             db.execute(
                 "INSERT INTO nodes (name, kind, pool, state, state_since, instance_id, "
-                "intent_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, kind, pool, state, at, instance_id, intent_id, at, at),
+                "intent_id, created_at, updated_at, price_per_hour) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, kind, pool, state, at, instance_id, intent_id, at, at, price_per_hour),
             )
             _insert_transition(db, Transition(name, None, state, at, reason, actor, request_id))
-        return NodeRecord(name, kind, pool, state, at, instance_id, intent_id, at, at)
+            if kind is NodeKind.CLOUD and bills(state):
+                _start_billing(db, name, at)
+        return NodeRecord(
+            name, kind, pool, state, at, instance_id, intent_id, at, at, price_per_hour
+        )
 
     def node(self, name: str) -> NodeRecord | None:
         row = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE name = ?", (name,))
@@ -231,27 +249,38 @@ class Store:
         request_id: str,
         at: float,
         instance_id: str | None = None,
+        price_per_hour: float | None = None,
     ) -> Transition:
         """Move a node, if the table allows it: its new state and the history row, together.
 
-        ``instance_id``, when given, is recorded on the node in the same transaction (the
-        launch that moved it to provisioning returned it). Raises IllegalTransition (nothing
-        written) for a move the table refuses, UnknownRecord for a node the store lacks.
+        ``instance_id`` and ``price_per_hour``, when given, are recorded on the node in the
+        same transaction (the launch that moved it to provisioning returned them). The cost
+        ledger follows the move in that transaction too: a cloud node that starts billing
+        opens a stretch at its price, one that stops billing closes it — so no crash can
+        leave an instance billing without a stretch, or a stretch open on a closed node.
+        Raises IllegalTransition (nothing written) for a move the table refuses,
+        UnknownRecord for a node the store lacks.
         """
         after = State(after)
+        _check_price(price_per_hour)
         with self._writing() as db:
             row = db.execute("SELECT kind, state FROM nodes WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise UnknownRecord(f"no node named {name} in the store; add it first")
-            before = State(row[1])
-            check(NodeKind(row[0]), name, before, after)
+            kind, before = NodeKind(row[0]), State(row[1])
+            check(kind, name, before, after)
             move = Transition(name, before, after, at, reason, actor, request_id)
             _insert_transition(db, move)
             db.execute(
                 "UPDATE nodes SET state = ?, state_since = ?, updated_at = ?, "
-                "instance_id = COALESCE(?, instance_id) WHERE name = ?",
-                (after, at, at, instance_id, name),
+                "instance_id = COALESCE(?, instance_id), "
+                "price_per_hour = COALESCE(?, price_per_hour) WHERE name = ?",
+                (after, at, at, instance_id, price_per_hour, name),
             )
+            if kind is NodeKind.CLOUD and bills(after) and not bills(before):
+                _start_billing(db, name, at)
+            elif kind is NodeKind.CLOUD and bills(before) and not bills(after):
+                _stop_billing(db, name, at)
         return move
 
     def history(self, name: str) -> list[Transition]:
@@ -586,7 +615,8 @@ class Store:
 # -- rows <-> records ---------------------------------------------------------------------
 
 _NODE_COLUMNS = (
-    "name, kind, pool, state, state_since, instance_id, intent_id, created_at, updated_at"
+    "name, kind, pool, state, state_since, instance_id, intent_id, created_at, updated_at, "
+    "price_per_hour"
 )
 _INTENT_FIELDS = (
     "id",
@@ -658,6 +688,31 @@ def _insert_transition(db: sqlite3.Connection, move: Transition) -> None:
         "INSERT INTO transitions (node, before_state, after_state, at, reason, actor, "
         "request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (move.node, move.before, move.after, move.at, move.reason, move.actor, move.request_id),
+    )
+
+
+def _check_price(price: float | None) -> None:
+    if price is not None and (isinstance(price, bool) or not (math.isfinite(price) and price >= 0)):
+        raise ValueError(f"a price per hour must be a finite number >= 0, not {price}")
+
+
+def _start_billing(db: sqlite3.Connection, node: str, at: float) -> None:
+    """Open the node's ledger stretch at its recorded price (0 when none is known: the
+    stretch still records when it billed). Opening one that is open is a no-op."""
+    db.execute(
+        "INSERT INTO ledger (node, pool, intent_id, started_at, price_per_hour) "
+        "SELECT name, COALESCE(pool, ''), intent_id, ?, COALESCE(price_per_hour, 0) "
+        "FROM nodes WHERE name = ? AND NOT EXISTS "
+        "(SELECT 1 FROM ledger WHERE node = ? AND stopped_at IS NULL)",
+        (at, node, node),
+    )
+
+
+def _stop_billing(db: sqlite3.Connection, node: str, at: float) -> None:
+    # A stop before the start (the wall clock stepped back) is recorded as the start.
+    db.execute(
+        "UPDATE ledger SET stopped_at = MAX(?, started_at) WHERE node = ? AND stopped_at IS NULL",
+        (at, node),
     )
 
 

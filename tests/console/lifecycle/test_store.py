@@ -414,3 +414,50 @@ def test_the_ledger_refuses_double_billing_and_tolerates_closing_twice(store: St
         store.open_ledger("ghost", "a100", None, 1.0, at=0.0)
     with pytest.raises(ValueError, match="finite number >= 0"):
         store.open_ledger("aws-1", "a100", None, -1.0, at=0.0)
+
+
+def test_a_cloud_nodes_moves_open_and_close_its_ledger_stretch(store: Store) -> None:
+    """Billing follows the state in the same transaction: provisioning opens a stretch at the
+    price the launch recorded, terminated closes it; a failed node still bills until then."""
+    store.add_node("aws-1", NodeKind.CLOUD, "a100", State.REQUESTED, 0.0, reason="b", **WHO)
+    assert store.ledger("aws-1") == []  # requested: nothing launched, nothing bills
+    store.transition(
+        "aws-1", State.PROVISIONING, reason="launched", at=100.0, price_per_hour=3.6, **WHO
+    )
+    assert store.node("aws-1").price_per_hour == 3.6  # type: ignore[union-attr]
+    assert store.burn_rate("a100") == pytest.approx(3.6)
+    _walk(store, "aws-1", State.BOOTSTRAPPING, State.FAILED, at=200.0)
+    assert len(store.ledger("aws-1")) == 1  # failed still bills: its instance may run
+    _walk(store, "aws-1", State.TERMINATING, State.TERMINATED, at=3700.0)
+    (stretch,) = store.ledger("aws-1")
+    assert (stretch.started_at, stretch.stopped_at, stretch.price_per_hour) == (100.0, 3701.0, 3.6)
+    assert store.spend(node="aws-1", until=9999.0) == pytest.approx(3.6 * 3601 / 3600)
+    assert store.burn_rate() == 0.0
+
+
+def test_an_adopted_instance_bills_from_its_entry_and_on_prem_nodes_never_bill(
+    store: Store,
+) -> None:
+    store.add_node(
+        "orphan-1",
+        NodeKind.CLOUD,
+        "a100",
+        State.PROVISIONING,
+        50.0,
+        reason="adopted",
+        instance_id="i-1",
+        price_per_hour=2.0,
+        **WHO,
+    )
+    store.add_node("gpu001", NodeKind.ONPREM, None, State.ACTIVE, 0.0, reason="seen", **WHO)
+    _walk(store, "gpu001", State.DRAINING, State.DRAINED, State.ACTIVE)
+    assert [e.node for e in store.ledger()] == ["orphan-1"]
+    assert store.burn_rate() == pytest.approx(2.0)
+    # A cancelled request never launched: requested → terminated opens nothing.
+    _add_cloud(store, "aws-9")
+    _walk(store, "aws-9", State.TERMINATED)
+    assert store.ledger("aws-9") == []
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        store.transition(
+            "orphan-1", State.BOOTSTRAPPING, reason="x", at=60.0, price_per_hour=-1, **WHO
+        )
