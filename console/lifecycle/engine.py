@@ -22,6 +22,7 @@ from tidectl.console.config.model import PoolSpec
 from tidectl.console.lifecycle import reconcile
 from tidectl.console.lifecycle.burst import Burster, BurstResult, price_of
 from tidectl.console.lifecycle.errors import StoreError, UnknownRecord
+from tidectl.console.lifecycle.operate import ActionResult, Operations
 from tidectl.console.lifecycle.reconcile import (
     Action,
     Adopt,
@@ -51,7 +52,13 @@ from tidectl.console.providers.base import (
     Provider,
     ProviderError,
 )
-from tidectl.console.scheduler.base import JobState, SchedState, Scheduler, SchedulerError
+from tidectl.console.scheduler.base import (
+    JobState,
+    SchedState,
+    Scheduler,
+    SchedulerError,
+    UnknownNodeError,
+)
 
 __all__ = ["ACTOR", "Engine", "ReconcileResult", "pool_timeouts"]
 
@@ -108,6 +115,9 @@ class Engine:
         self._health = health
         self._clock = clock
         self._burster = Burster(store, providers, pools, cluster, clock)
+        self.operations = Operations(
+            store, providers, scheduler, clock=clock, launching=self._burster.in_flight
+        )
         self._timeouts = {name: pool_timeouts(pool) for name, pool in pools.items()}
 
     async def burst(
@@ -136,6 +146,68 @@ class Engine:
             token=token,
         )
 
+    async def drain(
+        self,
+        names: Sequence[str],
+        *,
+        reason: str,
+        actor: str,
+        frontend: str,
+        request_id: str,
+        token: str | None = None,
+    ) -> ActionResult:
+        """See :meth:`Operations.drain`."""
+        return await self.operations.drain(
+            names, reason=reason, actor=actor, frontend=frontend, request_id=request_id, token=token
+        )
+
+    async def resume(
+        self,
+        names: Sequence[str],
+        *,
+        actor: str,
+        frontend: str,
+        request_id: str,
+        token: str | None = None,
+        automation: bool = False,
+    ) -> ActionResult:
+        """See :meth:`Operations.resume`."""
+        return await self.operations.resume(
+            names,
+            actor=actor,
+            frontend=frontend,
+            request_id=request_id,
+            token=token,
+            automation=automation,
+        )
+
+    async def terminate(
+        self,
+        names: Sequence[str],
+        *,
+        actor: str,
+        frontend: str,
+        request_id: str,
+        token: str | None = None,
+    ) -> ActionResult:
+        """See :meth:`Operations.terminate`."""
+        return await self.operations.terminate(
+            names, actor=actor, frontend=frontend, request_id=request_id, token=token
+        )
+
+    async def cancel(
+        self, burst_intent: str, *, actor: str, frontend: str, request_id: str
+    ) -> ActionResult:
+        """See :meth:`Operations.cancel`."""
+        return await self.operations.cancel(
+            burst_intent, actor=actor, frontend=frontend, request_id=request_id
+        )
+
+    async def recover(self) -> list[str]:
+        """Finish the pending intents a stopped control plane left (call once at start,
+        before the first reconcile pass). See :meth:`Operations.recover`."""
+        return await self.operations.recover()
+
     # -- observe ----------------------------------------------------------------------------
 
     async def observe(self) -> Observation:
@@ -146,8 +218,10 @@ class Engine:
             for instance in await provider.describe({CLUSTER_TAG: self._cluster}):
                 instances.setdefault(instance.instance_id, instance)
         views: dict[str, NodeSeen] = {}
-        sched_nodes = await self._scheduler.nodes() if self._scheduler else []
-        jobs = await self._scheduler.jobs() if self._scheduler else []
+        if self._scheduler is None:
+            return self._observe_without_scheduler(instances)
+        sched_nodes = await self._scheduler.nodes()
+        jobs = await self._scheduler.jobs()
         on_node: dict[str, int] = {}
         for job in jobs:
             if job.state in _ON_NODE:
@@ -169,6 +243,21 @@ class Engine:
             instances=instances,
             nodes={name: _with_health(view, self._health(name)) for name, view in views.items()},
         )
+
+    def _observe_without_scheduler(self, instances: dict[str, Instance]) -> Observation:
+        """No scheduler: nothing places jobs, so a node is usable once it is up, and a drain
+        has nothing to wait for."""
+        views = {
+            record.name: NodeSeen(
+                scheduled=True,
+                drained=record.state in (State.DRAINING, State.DRAINED),
+                jobs=0,
+                healthy=self._health(record.name),
+            )
+            for record in self.store.nodes()
+            if record.state is not State.TERMINATED
+        }
+        return Observation(at=self._clock(), instances=instances, nodes=views)
 
     # -- act --------------------------------------------------------------------------------
 
@@ -256,6 +345,14 @@ class Engine:
         provider = self._providers.get(record.pool or "") if record else None
         if provider is None:
             return Report(action.node, f"cannot terminate {action.instance_id}: no provider")
+        if self._scheduler is not None:
+            try:
+                # The scheduler lets go of the node first, and refuses while a job is on it.
+                await self._scheduler.remove_node(action.node)
+            except UnknownNodeError:
+                pass  # never joined, or already let go
+            except SchedulerError as error:
+                return Report(action.node, f"not terminated: {error}")
         try:
             await provider.terminate([action.instance_id])
         except ProviderError as error:

@@ -8,19 +8,15 @@ commit come from thin wrappers around the real sim provider; everything else is 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import pytest
 
-from tidectl.console.config.model import PoolSpec
+from tests.console.lifecycle.world import CLUSTER, POOL, S, World, settle
 from tidectl.console.lifecycle.burst import BurstRefused
-from tidectl.console.lifecycle.engine import ACTOR, Engine
+from tidectl.console.lifecycle.engine import ACTOR
 from tidectl.console.lifecycle.records import IntentStatus
-from tidectl.console.lifecycle.states import State
-from tidectl.console.lifecycle.store import Store
 from tidectl.console.providers.base import (
     CLUSTER_TAG,
     INTENT_TAG,
@@ -29,88 +25,9 @@ from tidectl.console.providers.base import (
     Instance,
     InstanceState,
     LaunchRequest,
-    Provider,
 )
 from tidectl.console.providers.sim import SimProvider
-from tidectl.console.scheduler.sim import SimScheduler
 from tidectl.console.scheduler.workload import JobSpec
-
-CLUSTER = "c1"
-POOL = PoolSpec(
-    name="gpu",
-    provider="sim",
-    region="sim-local",
-    site="cloud",
-    instance_types=("sim.gpu8", "sim.gpu8b"),
-    zones=(),
-    gpus_per_node=8,
-    max_nodes=8,
-    price_per_hour=None,
-    boot_delay_s=0.0,
-)
-S = State
-
-
-class Clock:
-    """The store's clock: the wall clock, plus whatever a test skips ahead."""
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.skipped
-
-
-@dataclass
-class World:
-    store: Store
-    cloud: SimProvider
-    scheduler: SimScheduler
-    clock: Clock
-    healthy: dict[str, bool | None] = field(default_factory=dict)
-    default_health: bool | None = True
-
-    def engine(self, pool: PoolSpec = POOL, provider: Provider | None = None) -> Engine:
-        return Engine(
-            self.store,
-            {pool.name: provider or self.cloud},
-            self.scheduler,
-            {pool.name: pool},
-            CLUSTER,
-            health=lambda name: self.healthy.get(name, self.default_health),
-            clock=self.clock,
-        )
-
-    async def instances(self) -> list[Instance]:
-        return await self.cloud.describe({CLUSTER_TAG: CLUSTER})
-
-    def states(self) -> dict[str, State]:
-        return {node.name: node.state for node in self.store.nodes()}
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def world(tmp_path: Path, clock: Clock) -> AsyncIterator[World]:
-    with Store.open(tmp_path / "store.sqlite3") as store:
-        async with SimProvider(tmp_path / "cloud", boot_delay_s=0) as cloud:
-            yield World(store, cloud, SimScheduler(), clock)
-
-
-async def settle(
-    engine: Engine, world: World, want: Mapping[str, State], passes: int = 200
-) -> None:
-    """Reconcile until the named nodes are in the wanted states (boots take a moment)."""
-    for _ in range(passes):
-        await engine.reconcile_once()
-        if all(world.states().get(name) == state for name, state in want.items()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"nodes did not settle: {world.states()} (wanted {dict(want)})")
-
 
 # -- bursting -------------------------------------------------------------------------------
 

@@ -1,0 +1,25 @@
+"""Fixtures of the lifecycle tests: see ``world.py``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.console.lifecycle.world import Clock, World
+from tidectl.console.lifecycle.store import Store
+from tidectl.console.providers.sim import SimProvider
+from tidectl.console.scheduler.sim import SimScheduler
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def world(tmp_path: Path, clock: Clock) -> AsyncIterator[World]:
+    with Store.open(tmp_path / "store.sqlite3") as store:
+        async with SimProvider(tmp_path / "cloud", boot_delay_s=0) as cloud:
+            yield World(store, cloud, SimScheduler(), clock)
