@@ -41,19 +41,19 @@ def admit(fleet: Fleet, name: str, expected_gpus: int) -> Admission:
     if node.agent_error is not None:
         return Admission(
             False,
-            f"node {name}'s agent sent something unreadable ({node.agent_error}); fix or "
-            "redeploy the agent, or terminate the node",
+            f"node {name}'s agent is not understood; redeploy a matching agent, or terminate "
+            f"the node. The collector says: {node.agent_error}",
         )
     wrong_count = _gpu_count_problem(node, expected_gpus)
     if wrong_count is not None:
         return Admission(False, wrong_count)
     critical = [f for f in node.findings if f.severity is Severity.CRITICAL]
     if critical:
-        more = f" (and {len(critical) - 1} more)" if len(critical) > 1 else ""
+        count = "a critical finding" if len(critical) == 1 else f"{len(critical)} critical findings"
         return Admission(
             False,
-            f"node {name} has a critical finding: {critical[0].message}{more}; it stays out "
-            "of the scheduler: terminate it, or fix it and let the gate look again",
+            f"node {name} has {count} and stays out of the scheduler: terminate it, or fix "
+            f"it and let the gate look again. The worst: {critical[0].message}",
         )
     return Admission(
         True,
@@ -65,10 +65,10 @@ def _not_heard(fleet: Fleet, node: NodeState) -> str | None:
     """Why the console cannot judge the node now (None: it can)."""
     name = node.name
     if node.link is not LinkState.STREAMING:
-        error = f" ({node.link_error})" if node.link_error else ""
+        said = f" The link says: {node.link_error}" if node.link_error else ""
         return (
-            f"node {name}'s link is {node.link.value}{error}, not streaming; wait for the "
-            "agent to stream, or fix what the link says"
+            f"node {name}'s link is {node.link.value}, not streaming; wait for the agent to "
+            f"stream, or fix what stops it.{said}"
         )
     if node.sample is None:
         return f"node {name}'s agent streams but has sent no sample yet; wait a few seconds"

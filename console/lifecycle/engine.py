@@ -146,6 +146,14 @@ class Engine:
             token=token,
         )
 
+    async def price_of(self, pool_name: str) -> float | None:
+        """What one more node of ``pool_name`` would cost an hour (its first instance type);
+        None for an unknown pool or an unknown price."""
+        pool, provider = self._pools.get(pool_name), self._providers.get(pool_name)
+        if pool is None or provider is None:
+            return None
+        return await price_of(pool, provider, pool.instance_types[0])
+
     async def drain(
         self,
         names: Sequence[str],

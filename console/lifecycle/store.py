@@ -292,6 +292,18 @@ class Store:
         )
         return [_transition(row) for row in rows]
 
+    def transitions_since(
+        self, after_id: int = 0, limit: int = 500
+    ) -> list[tuple[int, Transition]]:
+        """Moves of every node recorded after row ``after_id``, oldest first, with their row
+        ids (a front end's events view asks for what is new since the last id it saw)."""
+        rows = self._db.execute(
+            "SELECT id, node, before_state, after_state, at, reason, actor, request_id "
+            "FROM transitions WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [(row["id"], _transition(row)) for row in rows]
+
     # -- intents --------------------------------------------------------------------------
 
     def add_intent(

@@ -1,0 +1,341 @@
+"""The ControlPlane: the one way anything acts on the cluster, and the one place that reads it.
+
+Every front end — the CLI, the Textual console, the Jupyter panel, playbooks — calls this class
+and nothing below it: none of them talks to a provider, a scheduler or SSH. Each action takes
+the :class:`Caller` (who, through which front end) and a request id, and either returns a
+typed result or raises a :class:`ControlError` whose ``str()`` is a sentence a person can act
+on. Roles and the audit log ([security]) go in :meth:`ControlPlane._begin`, the one door.
+
+It also runs the loops that keep the world and the store in agreement: the reconcile loop
+(every ``interval_s``, and at once after an action) and, where configured, the collector
+(agents over SSH) and the sim scheduler's clock. Actions and reconcile passes take turns (one
+lock): the store has one writer, and a pass never plans on a world an action is half-way
+through changing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
+
+from tidectl.console.config.model import ClusterConfig, PoolSpec
+from tidectl.console.control.caller import Caller, new_request_id
+from tidectl.console.control.errors import ControlError, Failed, Refused
+from tidectl.console.fleet import Fleet
+from tidectl.console.lifecycle.burst import BurstRefused, BurstResult
+from tidectl.console.lifecycle.engine import Engine, ReconcileResult
+from tidectl.console.lifecycle.errors import StoreError
+from tidectl.console.lifecycle.operate import ActionFailed, ActionRefused, ActionResult
+from tidectl.console.lifecycle.records import NodeRecord
+from tidectl.console.lifecycle.states import IllegalTransition, State, Transition
+from tidectl.console.lifecycle.store import Store
+from tidectl.console.nodesets import expand
+from tidectl.console.providers.base import ProviderError
+from tidectl.console.scheduler.base import Job, Scheduler, SchedulerError
+
+__all__ = ["RECONCILE_INTERVAL_S", "ControlPlane", "Progress", "refusal"]
+
+_log = logging.getLogger(__name__)
+
+#: How often the reconcile loop runs when nothing asks for a pass sooner.
+RECONCILE_INTERVAL_S = 5.0
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a wait stands: each node's state now, and how many reached what was waited for."""
+
+    states: dict[str, State]
+    done: int
+    total: int
+    elapsed_s: float
+
+
+class ControlPlane:
+    """The facade over one cluster's engine, store, fleet and scheduler.
+
+    Build it with :func:`~tidectl.console.control.assemble.assemble` from a config, or
+    directly (tests). ``async with`` (or :meth:`start` / :meth:`aclose`) runs its loops;
+    the actions also work without them (a CLI call that does not wait).
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        store: Store,
+        engine: Engine,
+        *,
+        fleet: Fleet | None = None,
+        scheduler: Scheduler | None = None,
+        background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        interval_s: float = RECONCILE_INTERVAL_S,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.fleet = fleet
+        self._scheduler = scheduler
+        self._background = list(background)
+        self._closers = list(closers)
+        self._interval_s = interval_s
+        self._lock = asyncio.Lock()
+        self._poke = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_pass: ReconcileResult | None = None
+        #: Sentences the last pass (and recovery) could not act on: for the events view.
+        self.reports: list[str] = []
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Finish what a stopped control plane left pending, then run the loops."""
+        async with self._lock:
+            self.reports.extend(await self.engine.recover())
+        loop = asyncio.get_running_loop()
+        for job in self._background:
+            self._tasks.append(loop.create_task(job()))
+        self._tasks.append(loop.create_task(self._reconcile_loop(), name="reconcile"))
+
+    async def aclose(self) -> None:
+        """Stop the loops (a pass under way finishes its store writes first), then close."""
+        async with self._lock:
+            for task in self._tasks:
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception:  # closing must go on: the store is closed last
+                _log.exception("closing the control plane")
+        self.store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await self.reconcile_now()
+            except (StoreError, ProviderError, SchedulerError) as error:
+                # The world moved or did not answer: say so, and try again next pass.
+                _log.warning("reconcile pass failed: %s", error)
+                self.reports.append(f"reconcile pass failed: {error}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self._interval_s)
+            self._poke.clear()
+
+    async def reconcile_now(self) -> ReconcileResult:
+        """One reconcile pass now (observe, plan, act)."""
+        async with self._lock:
+            result = await self.engine.reconcile_once()
+        self.last_pass = result
+        self.reports.extend(f"{r.node}: {r.sentence}" for r in result.reports)
+        del self.reports[:-200]
+        async with self._changed:
+            self._changed.notify_all()
+        return result
+
+    # -- actions ----------------------------------------------------------------------------
+
+    async def burst(
+        self,
+        caller: Caller,
+        pool: str,
+        *,
+        count: int | None = None,
+        ensure: int | None = None,
+        request_id: str | None = None,
+        token: str | None = None,
+    ) -> BurstResult:
+        """Add ``count`` nodes to ``pool`` (a delta), or bring it to ``ensure`` live nodes (a
+        target: asking twice adds nothing the second time)."""
+        rid = self._begin(caller, "burst", request_id)
+        return await self._act(
+            rid,
+            self.engine.burst(
+                pool,
+                count=count,
+                ensure=ensure,
+                actor=caller.user,
+                frontend=caller.frontend,
+                request_id=rid,
+                token=token,
+            ),
+        )
+
+    async def drain(
+        self,
+        caller: Caller,
+        nodes: str | Sequence[str],
+        *,
+        reason: str,
+        request_id: str | None = None,
+    ) -> ActionResult:
+        """Stop new jobs on ``nodes`` (a node set like ``gpu[01-04]`` or a list); the jobs
+        there run to completion. Nodes become ``drained`` when the scheduler says so."""
+        rid = self._begin(caller, "drain", request_id)
+        names = self._names(nodes, rid)
+        return await self._act(
+            rid,
+            self.engine.drain(
+                names, reason=reason, actor=caller.user, frontend=caller.frontend, request_id=rid
+            ),
+        )
+
+    async def resume(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        """Let drained or draining ``nodes`` take jobs again."""
+        rid = self._begin(caller, "resume", request_id)
+        names = self._names(nodes, rid)
+        return await self._act(
+            rid,
+            self.engine.resume(names, actor=caller.user, frontend=caller.frontend, request_id=rid),
+        )
+
+    async def terminate(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        """End cloud nodes that run no job (drained, failed, or not yet joined)."""
+        rid = self._begin(caller, "terminate", request_id)
+        names = self._names(nodes, rid)
+        return await self._act(
+            rid,
+            self.engine.terminate(
+                names, actor=caller.user, frontend=caller.frontend, request_id=rid
+            ),
+        )
+
+    async def cancel(
+        self, caller: Caller, burst_intent: str, *, request_id: str | None = None
+    ) -> ActionResult:
+        """Take back a burst's nodes that have not joined yet."""
+        rid = self._begin(caller, "cancel", request_id)
+        return await self._act(
+            rid,
+            self.engine.cancel(
+                burst_intent, actor=caller.user, frontend=caller.frontend, request_id=rid
+            ),
+        )
+
+    def _begin(self, caller: Caller, action: str, request_id: str | None) -> str:
+        """The one door every action passes: the request id, and (with [security]) the role
+        check and the audit record."""
+        rid = request_id or new_request_id()
+        _log.info("%s asks %s (request %s)", caller, action, rid)
+        return rid
+
+    def _names(self, nodes: str | Sequence[str], rid: str) -> list[str]:
+        if isinstance(nodes, str):
+            try:
+                return expand(nodes)
+            except ValueError as error:
+                raise Refused(f"{nodes!r} is not a node set: {error}", request_id=rid) from None
+        return list(nodes)
+
+    async def _act(self, rid: str, action: Awaitable[_T]) -> _T:
+        try:
+            async with self._lock:
+                result = await action
+        except (BurstRefused, ActionRefused, IllegalTransition) as error:
+            raise Refused(str(error), request_id=rid) from None
+        except ActionFailed as error:
+            raise Failed(str(error), request_id=rid) from None
+        except StoreError as error:  # a reused token, an unreadable store
+            raise Refused(str(error), request_id=rid) from None
+        except (ProviderError, SchedulerError) as error:
+            raise Failed(str(error), request_id=rid) from None
+        self._poke.set()  # the reconcile loop takes it from here, now
+        return result
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    async def wait(
+        self,
+        nodes: Collection[str],
+        until: Collection[State],
+        *,
+        timeout_s: float,
+        on_progress: Callable[[Progress], None] | None = None,
+        ended: Collection[State] = (State.FAILED, State.TERMINATED),
+    ) -> Progress:
+        """Until every node is in one of ``until`` (or has ``ended``, which stops waiting for
+        it), or ``timeout_s`` passes. Runs reconcile passes itself when the loop is not
+        running. ``on_progress`` hears every change."""
+        started = time.monotonic()
+        last: dict[str, State] | None = None
+        while True:
+            states = {n: r.state for n in nodes if (r := self.store.node(n)) is not None}
+            done = sum(1 for s in states.values() if s in until or s in ended)
+            progress = Progress(states, done, len(nodes), time.monotonic() - started)
+            if on_progress is not None and states != last:
+                on_progress(progress)
+            last = states
+            if done == len(nodes) or progress.elapsed_s >= timeout_s:
+                return progress
+            if not self._tasks:
+                await self.reconcile_now()
+                await asyncio.sleep(min(0.2, timeout_s))
+                continue
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def nodes(self, pool: str | None = None) -> list[NodeRecord]:
+        """The nodes the lifecycle store knows (cloud nodes, and on-prem nodes it drained)."""
+        return self.store.nodes(pool=pool)
+
+    def pools(self) -> tuple[PoolSpec, ...]:
+        return self.config.pools
+
+    def pool(self, name: str) -> PoolSpec | None:
+        return next((p for p in self.config.pools if p.name == name), None)
+
+    def transitions(self, after_id: int = 0, limit: int = 500) -> list[tuple[int, Transition]]:
+        """Lifecycle moves since row ``after_id`` (for an events view)."""
+        return self.store.transitions_since(after_id, limit)
+
+    def burn_rate(self, pool: str | None = None) -> float:
+        """Dollars an hour the cloud nodes cost now."""
+        return self.store.burn_rate(pool)
+
+    def spend(self, *, pool: str | None = None, intent_id: str | None = None) -> float:
+        """Dollars spent so far, by pool or by burst (intent)."""
+        return self.store.spend(pool, intent_id=intent_id)
+
+    async def price_per_hour(self, pool: str) -> float | None:
+        """What one more node of ``pool`` would cost an hour (its first instance type)."""
+        return await self.engine.price_of(pool)
+
+    async def jobs_on(self, nodes: Sequence[str]) -> list[Job]:
+        """The jobs running on ``nodes`` now (what a drain lets finish)."""
+        if self._scheduler is None:
+            return []
+        wanted = set(nodes)
+        try:
+            jobs = await self._scheduler.jobs()
+        except SchedulerError as error:
+            raise Failed(f"the scheduler cannot be asked: {error}", request_id="") from None
+        return [job for job in jobs if wanted.intersection(job.nodes)]
+
+
+def refusal(error: ControlError) -> str:
+    """A one-line message for a front end: the sentence and the request id."""
+    return f"{error} (request {error.request_id})" if error.request_id else str(error)
