@@ -26,6 +26,7 @@ from tidectl.console.config.model import ClusterConfig
 from tidectl.console.config.nodes import MAX_NODES, read_nodes
 from tidectl.console.config.pools import read_pools, read_scheduler
 from tidectl.console.config.readers import read_agent, read_health, read_sites, read_ssh
+from tidectl.console.config.store import read_store
 from tidectl.console.config.table import ConfigFile, Table
 
 __all__ = ["MAX_NODES", "ConfigError", "load_config", "parse_config"]
@@ -142,6 +143,7 @@ _TABLES: Final = (
     "console",
     "scheduler",
     "pools",
+    "store",
 )
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
@@ -153,6 +155,7 @@ _TABLE_TITLES: Final = {
     "console": "[console]",
     "scheduler": "[scheduler]",
     "pools": "[[pools]]",
+    "store": "[store]",
 }
 
 
@@ -190,6 +193,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     console = read_console(_section(file, root, "console"))
     scheduler = read_scheduler(_section(file, root, "scheduler"))
     pools = read_pools(_entries(file, root, "pools"))
+    store = read_store(_section(file, root, "store"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -201,6 +205,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         console=console,
         pools=pools,
         scheduler=scheduler,
+        store=store,
     )
 
 

@@ -38,7 +38,7 @@ class AgentSettings:
 
 @dataclass(frozen=True, slots=True)
 class NodeSpec:
-    """One node, expanded from a ``[[nodes]]`` node set."""
+    """One node, expanded from a ``[[nodes]]`` node set, or a cloud node a provider started."""
 
     name: str
     address: str
@@ -46,6 +46,11 @@ class NodeSpec:
     site: str
     user: str
     labels: dict[str, str] = field(default_factory=dict)
+    #: known_hosts text for this node alone (a cloud node's key, handed over by its provider):
+    #: checked instead of ``[ssh] known_hosts``. None: the cluster's file.
+    known_hosts: str | None = None
+    #: The private key this node accepts. None: ``[ssh] identity_file``.
+    identity_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,11 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    path: Path | None = None  # None: per cluster name, under the user's data directory
+
+
+@dataclass(frozen=True, slots=True)
 class ConsoleSettings:
     #: Binding id → keys ("fleet.fold" → "z"; several keys comma-separated: "z,ctrl+f").
     keymap: dict[str, str] = field(default_factory=dict)
@@ -111,6 +121,7 @@ class ClusterConfig:
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     pools: tuple[PoolSpec, ...] = ()
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -105,3 +105,11 @@ def test_bad_pools_are_refused_with_line_and_sentence(
     assert error.line == line, str(error)
     for word in words:
         assert word in str(error)
+
+
+def test_the_store_path_is_relative_to_the_file_and_not_a_folder(folder: Path) -> None:
+    assert load(folder, HEAD + NODES).store.path is None
+    config = load(folder, HEAD + NODES + '[store]\npath = "state/lab.sqlite3"\n')
+    assert config.store.path == folder / "state" / "lab.sqlite3"
+    error = refuse(folder, HEAD + NODES + '[store]\npath = "keys"\n')
+    assert (error.line, "is a folder; name a file in it") == (9, error.message[-30:])

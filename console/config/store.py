@@ -1,0 +1,38 @@
+"""``[store]``: where the lifecycle store lives.
+
+    [store]
+    path = "/var/lib/tidectl/onprem-a.sqlite3"   # default: under the user's data directory
+
+A relative path is relative to cluster.toml's folder. The file need not exist (the first
+burst or drain creates it), but its folder's parent chain must be creatable by this user.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tidectl.console.config.errors import as_toml
+from tidectl.console.config.model import StoreSettings
+from tidectl.console.config.table import Table
+
+__all__ = ["read_store"]
+
+
+def read_store(table: Table | None) -> StoreSettings:
+    if table is None:
+        return StoreSettings()
+    text = table.string("path", None, example='path = "/var/lib/tidectl/cluster.sqlite3"')
+    table.finish()
+    if text is None:
+        return StoreSettings()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:
+        raise table.error(
+            "path", f"path = {as_toml(text)}: cannot expand ~ here; write the full path"
+        ) from None
+    if not path.is_absolute():
+        path = table.file.folder / path
+    if path.is_dir():
+        raise table.error("path", f"[store] path {path} is a folder; name a file in it")
+    return StoreSettings(path=path)
