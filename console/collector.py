@@ -6,6 +6,10 @@ loop little. A line that is not JSON, has a field of the wrong type, or comes fr
 of another schema major never reaches the fleet: the node shows the reason as an
 ``agent.error`` finding, other nodes are untouched, and a node that keeps sending such
 lines has its stream recycled (reconnected with backoff), which also throttles it.
+
+Nodes may join and leave while it runs (cloud nodes): ``add_node`` puts one in the fleet and
+starts its link, ``remove_node`` stops the link, closes its connection and drops it from the
+fleet.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import msgspec
 
 from tidectl.agents.protocol import SCHEMA_MAJOR, ProtocolError, parse_schema
 from tidectl.console import schema
-from tidectl.console.config.model import ClusterConfig
-from tidectl.console.fleet import Fleet
+from tidectl.console.config.model import ClusterConfig, NodeSpec
+from tidectl.console.fleet import DuplicateNodeError, Fleet
 from tidectl.console.model import LinkState
 from tidectl.console.transport.deploy import AgentPackage
 from tidectl.console.transport.link import NodeLink
@@ -47,47 +51,103 @@ class Collector:
         self.connector = connector or SshConnector(config.ssh)
         if stream_agents and package is None:
             package = AgentPackage.build()
-        self.links = {
-            spec.name: NodeLink(
-                spec,
-                self.connector,
-                on_state=self._on_state,
-                on_line=self._on_line if stream_agents else None,
-                package=package if stream_agents else None,
-                agent=config.agent,
-                stale_after_intervals=config.health.stale_after_intervals,
-            )
-            for spec in config.nodes
-        }
+        self._stream_agents = stream_agents
+        self._package = package if stream_agents else None
+        self.links = {spec.name: self._link(spec) for spec in config.nodes}
         self._decoder = msgspec.json.Decoder(schema.Record)
         #: The last schema version found readable: agents repeat theirs in every line, and
         #: comparing two short strings is cheaper than parsing one.
         self._readable_schema: str | None = None
         self._bad_lines: Counter[str] = Counter()
-        self._tasks: list[asyncio.Task[None]] = []
+        #: One task per link while started, by node name; and the staleness watcher.
+        self._link_tasks: dict[str, asyncio.Task[None]] = {}
+        self._staleness: asyncio.Task[None] | None = None
+        self._started = False
         self._stopping = False
         self.lines_decoded = 0
         self.lines_refused = 0
 
+    def _link(self, spec: NodeSpec) -> NodeLink:
+        return NodeLink(
+            spec,
+            self.connector,
+            on_state=self._on_state,
+            on_line=self._on_line if self._stream_agents else None,
+            package=self._package,
+            agent=self.config.agent,
+            stale_after_intervals=self.config.health.stale_after_intervals,
+        )
+
+    def _start_link(self, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.links[name].run(), name=f"link-{name}")
+        self._link_tasks[name] = task
+
     async def start(self) -> None:
         raise_fd_limit(len(self.links) * 2 + 256)
+        self._started = True
+        for name in self.links:
+            self._start_link(name)
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(link.run(), name=f"link-{name}") for name, link in self.links.items()
-        ]
-        self._tasks.append(loop.create_task(self._watch_staleness(), name="staleness"))
+        self._staleness = loop.create_task(self._watch_staleness(), name="staleness")
 
     async def stop(self) -> None:
         # The fleet keeps the last state each node was seen in: "stopped" is the collector's
         # news, not the node's.
         self._stopping = True
-        for task in self._tasks:
+        self._started = False
+        tasks = [*self._link_tasks.values()]
+        if self._staleness is not None:
+            tasks.append(self._staleness)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._tasks = []
+        self._link_tasks = {}
+        self._staleness = None
         await self.connector.close()
+
+    # -- membership while running ------------------------------------------------------------
+
+    def add_node(self, spec: NodeSpec) -> None:
+        """Watch one more node (a cloud node joining): into the fleet, and its link started
+        at once if the collector runs (else with ``start``).
+
+        Raises ``DuplicateNodeError`` for a name the collector or the fleet already holds.
+        """
+        if spec.name in self.links:
+            raise DuplicateNodeError(
+                f"node {spec.name!r} is already watched by the collector; remove it first, "
+                "or give the new node another name"
+            )
+        self.fleet.add(spec)  # refuses a name the fleet holds, before any link exists
+        self.links[spec.name] = self._link(spec)
+        if self._started:
+            raise_fd_limit(len(self.links) * 2 + 256)
+            self._start_link(spec.name)
+
+    async def remove_node(self, name: str) -> None:
+        """Stop watching a node (a cloud node leaving): its link is stopped and its
+        connection closed before this returns, then it leaves the fleet.
+
+        A name the collector does not watch is left alone (a no-op, not an error): removing
+        is idempotent, so a caller retrying after a crash or a race need not check first.
+        """
+        if name not in self.links:
+            return
+        task = self._link_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            # wait(), not await task: the link's cancellation is not ours to re-raise, and if
+            # our caller is cancelled meanwhile, that does propagate.
+            await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s: link ended with %r", name, task.exception())
+        del self.links[name]
+        self._bad_lines.pop(name, None)
+        self.connector.forget(name)
+        if name in self.fleet.nodes:
+            self.fleet.remove(name)
 
     async def __aenter__(self) -> Collector:
         await self.start()

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.lifecycle import reconcile
@@ -60,7 +61,7 @@ from tidectl.console.scheduler.base import (
     UnknownNodeError,
 )
 
-__all__ = ["ACTOR", "Engine", "ReconcileResult", "pool_timeouts"]
+__all__ = ["ACTOR", "LINKED", "Engine", "Linker", "ReconcileResult", "pool_timeouts"]
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +69,24 @@ _log = logging.getLogger(__name__)
 ACTOR = "reconcile"
 _SCHEDULED = frozenset({SchedState.IDLE, SchedState.MIXED, SchedState.ALLOCATED})
 _ON_NODE = frozenset({JobState.RUNNING, JobState.COMPLETING})
+
+
+#: States in which a cloud node's instance runs and the console should hear its agent.
+LINKED = frozenset(
+    {State.BOOTSTRAPPING, State.JOINING, State.ACTIVE, State.DRAINING, State.DRAINED}
+)
+
+
+class Linker(Protocol):
+    """What brings a cloud node's agent into the console (see ``bootstrap.Bootstrapper``)."""
+
+    def link(self, node: str, pool: str, instance_id: str) -> str | None:
+        """Start watching the node; None once linked, else a sentence why not."""
+        ...
+
+    async def unlink(self, node: str) -> None: ...
+
+    def linked(self, node: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +125,8 @@ class Engine:
         *,
         health: Callable[[str], bool | None],
         clock: Callable[[], float] = time.time,
+        onprem: Collection[str] = (),
+        linker: Linker | None = None,
     ) -> None:
         self.store = store
         self._providers = providers
@@ -115,8 +136,16 @@ class Engine:
         self._health = health
         self._clock = clock
         self._burster = Burster(store, providers, pools, cluster, clock)
+        self._linker = linker
+        #: Nodes whose link was refused, with the sentence (reported once, not every pass).
+        self.link_refusals: dict[str, str] = {}
         self.operations = Operations(
-            store, providers, scheduler, clock=clock, launching=self._burster.in_flight
+            store,
+            providers,
+            scheduler,
+            clock=clock,
+            launching=self._burster.in_flight,
+            onprem=onprem,
         )
         self._timeouts = {name: pool_timeouts(pool) for name, pool in pools.items()}
 
@@ -393,7 +422,28 @@ class Engine:
         observed = time.monotonic() - started
         actions = self.plan(seen)
         reports = await self.act(actions)
+        reports += await self._sync_links()
         return ReconcileResult(tuple(actions), tuple(reports), time.monotonic() - started, observed)
+
+    async def _sync_links(self) -> list[Report]:
+        """Link every cloud node whose instance runs; unlink the ones that ended."""
+        if self._linker is None:
+            return []
+        reports: list[Report] = []
+        for record in self.store.nodes():
+            name = record.name
+            if record.kind is not NodeKind.CLOUD:
+                continue
+            if record.state in LINKED and record.instance_id and not self._linker.linked(name):
+                refusal = self._linker.link(name, record.pool or "", record.instance_id)
+                if refusal is not None and self.link_refusals.get(name) != refusal:
+                    reports.append(Report(name, refusal))
+                if refusal is not None:
+                    self.link_refusals[name] = refusal
+            elif record.state not in LINKED and self._linker.linked(name):
+                await self._linker.unlink(name)
+                self.link_refusals.pop(name, None)
+        return reports
 
     def plan(self, seen: Observation) -> list[Action]:
         """The planner's actions, pool by pool, so each pool's nodes get its timeouts."""

@@ -18,7 +18,7 @@ resumes a drain a person set.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from tidectl.console.lifecycle.records import (
@@ -107,7 +107,8 @@ class Operations:
     """Drain, resume, terminate and cancel over the engine's store, scheduler and providers.
 
     ``launching`` is the set of burst intents whose launch calls are still running (their
-    ``requested`` nodes must not be touched meanwhile).
+    ``requested`` nodes must not be touched meanwhile). ``onprem`` names the configured
+    machines, which stand in for the scheduler's node list when there is no scheduler.
     """
 
     def __init__(
@@ -118,8 +119,10 @@ class Operations:
         *,
         clock: Callable[[], float],
         launching: set[str],
+        onprem: Collection[str] = (),
     ) -> None:
         self._store = store
+        self._onprem = tuple(onprem)
         self._providers = providers
         self._scheduler = scheduler
         self._clock = clock
@@ -486,7 +489,8 @@ class Operations:
 
     async def _world(self) -> _World:
         if self._scheduler is None:
-            return _World({}, {})
+            # Nothing places jobs: the configured machines are idle as far as anyone knows.
+            return _World({n: SchedNode(n, SchedState.IDLE) for n in self._onprem}, {})
         try:
             nodes = {node.name: node for node in await self._scheduler.nodes()}
             jobs: dict[str, list[Job]] = {}

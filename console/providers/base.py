@@ -15,8 +15,9 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
-from typing import ClassVar, Final, Protocol
+from typing import ClassVar, Final, Protocol, runtime_checkable
 
 __all__ = [
     "CLUSTER_TAG",
@@ -25,6 +26,8 @@ __all__ = [
     "POOL_TAG",
     "AuthError",
     "CapacityError",
+    "Endpoint",
+    "HandsOverHostKeys",
     "Instance",
     "InstanceState",
     "InvalidRequestError",
@@ -242,4 +245,45 @@ class Provider(Protocol):
 
     async def price_per_hour(self, instance_type: str, *, spot: bool) -> float | None:
         """An estimated price in USD per instance-hour, or None when unknown."""
+        ...
+
+
+class Endpoint(Protocol):
+    """How to reach a running instance over SSH, and the host key that proves it is it.
+
+    Read-only: a provider's own endpoint type (the sim's ``SimEndpoint``) fits as it is.
+    """
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def user(self) -> str:
+        """The login the instance accepts."""
+        ...
+
+    @property
+    def known_hosts_line(self) -> str:
+        """known_hosts text naming the instance's host key, to verify it against."""
+        ...
+
+    @property
+    def client_key(self) -> Path | None:
+        """The private key the instance accepts; None: the cluster's ``[ssh] identity_file``."""
+        ...
+
+
+@runtime_checkable
+class HandsOverHostKeys(Protocol):
+    """A provider that hands over each running instance's host key (the sim cloud does).
+
+    Without one, a new cloud node's key could only be trusted on first use, which tidectl
+    never does: such a provider's nodes are not bootstrapped.
+    """
+
+    def endpoint(self, instance_id: str) -> Endpoint | None:
+        """The instance's address, login and host key; None unless it is running."""
         ...

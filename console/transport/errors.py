@@ -51,17 +51,72 @@ class Target:
         return f"{self.user}@{self.address}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class KeySource:
+    """Where a node's expected host key came from, and what a person does when it differs."""
+
+    name: str  # "/etc/tidectl/known_hosts", "the key its provider handed over"
+    remedy: str
+
+    @classmethod
+    def file(cls, path: Path | str) -> KeySource:
+        return cls(
+            str(path),
+            "If the node was reinstalled, check its new key's fingerprint out of band and "
+            "replace its line in known_hosts.",
+        )
+
+
+#: A cloud node's key, handed over by the provider that started it (``NodeSpec.known_hosts``).
+HANDED_OVER = KeySource(
+    "the key its provider handed over",
+    "Something other than the instance answers at that address (the instance was replaced, "
+    "or its address reused): terminate the instance and launch another; tidectl trusts no "
+    "other key.",
+)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
 class KnownHostsUnreadable(Exception):
     """The configured known_hosts file cannot be read (deleted, unreadable)."""
 
     def __init__(self, path: Path, exc: OSError) -> None:
         super().__init__(f"{path}: {exc.strerror or exc}")
         self.path = path
-        self.reason = exc.strerror or str(exc) or type(exc).__name__
+        self.reason = _reason(exc)
 
 
-def classify(target: Target, exc: BaseException, known_hosts: str) -> TransportError:  # noqa: PLR0911
-    """Turn whatever asyncssh or the socket raised into one of our errors."""
+class HandedOverKeyUnreadable(Exception):
+    """The known_hosts text a provider handed over for one node does not parse."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(_reason(exc))
+        self.reason = _reason(exc)
+
+
+class IdentityUnreadable(Exception):
+    """A node's own identity file (``NodeSpec.identity_file``) cannot be read or parsed."""
+
+    def __init__(self, path: Path, exc: Exception) -> None:
+        super().__init__(f"{path}: {_reason(exc)}")
+        self.path = path
+        self.reason = _reason(exc)
+
+
+def classify(  # noqa: PLR0911
+    target: Target, exc: BaseException, known_hosts: KeySource | str
+) -> TransportError:
+    """Turn whatever asyncssh or the socket raised into one of our errors.
+
+    ``known_hosts`` says where the node's expected host key came from (a path is taken as
+    the cluster's known_hosts file), so that a mismatch names it and says what to do.
+    """
+    source = known_hosts if isinstance(known_hosts, KeySource) else KeySource.file(known_hosts)
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, KnownHostsUnreadable):
@@ -71,12 +126,25 @@ def classify(target: Target, exc: BaseException, known_hosts: str) -> TransportE
             f"{target.address}:{target.port} cannot be checked; no command was sent. Restore "
             "the file, or point [ssh] known_hosts at the right one.",
         )
+    if isinstance(exc, HandedOverKeyUnreadable):
+        return HostKeyMismatch(
+            target.node,
+            f"the host key its provider handed over cannot be read ({exc.reason}), so the "
+            f"host key of {target.address}:{target.port} cannot be checked; no command was "
+            "sent. Terminate the instance and launch another (and report the provider's fault).",
+        )
+    if isinstance(exc, IdentityUnreadable):
+        return AuthFailed(
+            target.node,
+            f"cannot read the node's identity file {exc.path} ({exc.reason}), so there is no "
+            f"key to log in to {target} with; no command was sent. Restore the file, or "
+            "terminate the instance.",
+        )
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return HostKeyMismatch(
             target.node,
-            f"the host key of {target.address}:{target.port} does not match {known_hosts} "
-            f"({exc.reason}); no command was sent. If the node was reinstalled, check its new "
-            "key's fingerprint out of band and replace its line in known_hosts.",
+            f"the host key of {target.address}:{target.port} does not match {source.name} "
+            f"({exc.reason}); no command was sent. {source.remedy}",
         )
     if isinstance(exc, asyncssh.PermissionDenied):
         return AuthFailed(

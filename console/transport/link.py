@@ -105,7 +105,10 @@ class NodeLink:
             try:
                 await self._session()
             except asyncio.CancelledError:
-                if self._recycle_reason is None:
+                # A recycle cancels the stream, not this task: a cancel of this task (the
+                # collector stopping, a node removed) must stop it even if one came too.
+                current = asyncio.current_task()
+                if self._recycle_reason is None or (current and current.cancelling()):
                     self._set(LinkState.STOPPED)
                     raise
                 failure = AgentFailed(self.name, self._recycle_reason)

@@ -5,19 +5,33 @@ would cost a 1,000-node fleet seconds), a semaphore that bounds connects in flig
 ``MaxStartups`` drops bursts of new connections to one host, and a cold fan-out costs sshd
 CPU per connection), and host keys always checked against the configured known_hosts —
 never ``known_hosts=None``, never added automatically.
+
+A cloud node's spec may carry its own trust: the known_hosts text its provider handed over
+(checked instead of the cluster's file, so a stranger's key in that file never vouches for
+it) and the client key it accepts. Each is parsed once and kept: per node for the text, per
+path for the key, so a burst of nodes sharing one provider key loads it once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
 from tidectl.console.config.model import NodeSpec, SshSettings
-from tidectl.console.transport.errors import KnownHostsUnreadable, Target, classify
+from tidectl.console.transport.errors import (
+    HANDED_OVER,
+    HandedOverKeyUnreadable,
+    IdentityUnreadable,
+    KeySource,
+    KnownHostsUnreadable,
+    Target,
+    classify,
+)
 
 
 @dataclass(slots=True)
@@ -52,6 +66,10 @@ class SshConnector:
             if settings.identity_file is not None
             else None
         )
+        #: Node name → (the handed-over text, parsed): re-parsed only if the text changes.
+        self._node_known_hosts: dict[str, tuple[str, asyncssh.SSHKnownHosts]] = {}
+        #: A node's own identity file → its keys, loaded once per path.
+        self._identities: dict[Path, Sequence[asyncssh.SSHKeyPair]] = {}
         self._semaphore = asyncio.Semaphore(settings.fanout)
         self._jump: asyncssh.SSHClientConnection | None = None
         self._jump_lock = asyncio.Lock()
@@ -59,15 +77,57 @@ class SshConnector:
     def target(self, spec: NodeSpec) -> Target:
         return Target(spec.name, spec.address, spec.port, spec.user)
 
-    def _options(self, user: str) -> asyncssh.SSHClientConnectionOptions:
+    def key_source(self, spec: NodeSpec) -> KeySource:
+        """Where ``spec``'s expected host key comes from, for error sentences."""
+        if spec.known_hosts is not None:
+            return HANDED_OVER
+        return KeySource.file(self.settings.known_hosts)
+
+    def forget(self, name: str) -> None:
+        """Drop what was cached for a node that left (its handed-over key)."""
+        self._node_known_hosts.pop(name, None)
+
+    def _trusted_keys(self, spec: NodeSpec) -> asyncssh.SSHKnownHosts:
+        text = spec.known_hosts
+        if text is None:
+            return self._known_hosts.get()
+        cached = self._node_known_hosts.get(spec.name)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        try:
+            parsed = asyncssh.import_known_hosts(text)
+        except (ValueError, asyncssh.Error) as exc:
+            raise HandedOverKeyUnreadable(exc) from exc
+        self._node_known_hosts[spec.name] = (text, parsed)
+        return parsed
+
+    def _keys(self, spec: NodeSpec) -> Sequence[asyncssh.SSHKeyPair] | None:
+        path = spec.identity_file
+        if path is None:
+            return self._client_keys
+        keys = self._identities.get(path)
+        if keys is None:
+            try:
+                keys = asyncssh.load_keypairs([str(path)])
+            except (OSError, ValueError, asyncssh.Error) as exc:
+                raise IdentityUnreadable(path, exc) from exc
+            self._identities[path] = keys
+        return keys
+
+    def _options(
+        self,
+        user: str,
+        known_hosts: asyncssh.SSHKnownHosts,
+        client_keys: Sequence[asyncssh.SSHKeyPair] | None,
+    ) -> asyncssh.SSHClientConnectionOptions:
         settings = self.settings
         return asyncssh.SSHClientConnectionOptions(
             username=user,
-            known_hosts=self._known_hosts.get(),
-            client_keys=self._client_keys,
+            known_hosts=known_hosts,
+            client_keys=client_keys,
             # Ours alone: no ~/.ssh/config, no ssh-agent keys when an identity is configured.
             config=None,
-            agent_path=None if self._client_keys is not None else (),
+            agent_path=None if client_keys is not None else (),
             connect_timeout=settings.connect_timeout_s,
             login_timeout=settings.login_timeout_s,
             keepalive_interval=settings.keepalive_interval_s,
@@ -86,9 +146,8 @@ class SshConnector:
             host, _, port = hostport.partition(":")
             target = Target("jump host", host, int(port or 22), user or self.settings.user)
             try:
-                self._jump = await asyncssh.connect(
-                    host, int(port or 22), options=self._options(target.user)
-                )
+                options = self._options(target.user, self._known_hosts.get(), self._client_keys)
+                self._jump = await asyncssh.connect(host, int(port or 22), options=options)
             except Exception as exc:
                 raise classify(target, exc, str(self.settings.known_hosts)) from exc
             return self._jump
@@ -98,15 +157,16 @@ class SshConnector:
         target = self.target(spec)
         async with self._semaphore:
             try:
+                options = self._options(spec.user, self._trusted_keys(spec), self._keys(spec))
                 tunnel = await self._tunnel()
                 return await asyncssh.connect(
                     spec.address,
                     spec.port,
                     tunnel=tunnel if tunnel is not None else (),
-                    options=self._options(spec.user),
+                    options=options,
                 )
             except Exception as exc:
-                raise classify(target, exc, str(self.settings.known_hosts)) from exc
+                raise classify(target, exc, self.key_source(spec)) from exc
 
     async def close(self) -> None:
         if self._jump is not None:

@@ -371,3 +371,26 @@ async def test_connects_in_flight_are_bounded_by_fanout(
         await node.stop()
     assert len(conns) == 10
     assert peak == 3
+
+
+async def test_a_cancel_that_meets_a_recycle_still_stops_the_link(
+    node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node removed (its task cancelled) just as its stream is recycled must stop, not
+    read the cancel as the recycle and reconnect."""
+    recorder = Recorder()
+    link = link_for(node, recorder)
+    in_session = asyncio.Event()
+
+    async def session() -> None:
+        in_session.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(link, "_session", session)
+    task = asyncio.create_task(link.run())
+    await in_session.wait()
+    link.recycle("3 unreadable lines")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert link.state is LinkState.STOPPED
