@@ -94,6 +94,9 @@ class Bootstrapper:
     def linked(self, node: str) -> bool:
         return node in self._linked
 
+    def linked_names(self) -> list[str]:
+        return list(self._linked)
+
     def admission(self, node: str) -> Admission:
         """The admission gate's verdict on ``node``, with its sentence."""
         known = self._linked.get(node)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tidectl.console.config.model import PoolSpec
+from tidectl.console.lifecycle import failpoints
 from tidectl.console.lifecycle.records import IntentAction, IntentRecord, IntentStatus
 from tidectl.console.lifecycle.states import NodeKind, State
 from tidectl.console.lifecycle.store import Store
@@ -202,6 +203,7 @@ class Burster:
                 request_id=request_id,
                 intent_id=intent.id,
             )
+        failpoints.reach("burst.before-launch")
         job = _Launching(intent, pool, provider, list(names))
         self.in_flight.add(intent.id)
         try:
@@ -261,6 +263,7 @@ class Burster:
                     continue
                 if isinstance(outcome, ProviderError):
                     return  # quota, auth, a bad request, no answer: another zone will not help
+                failpoints.reach("burst.after-launch")
                 price = await price_of(job.pool, job.provider, kind)
                 self._commit(
                     job,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tidectl.console.config.model import PoolSpec
-from tidectl.console.lifecycle import reconcile
+from tidectl.console.lifecycle import failpoints, reconcile
 from tidectl.console.lifecycle.burst import Burster, BurstResult, price_of
 from tidectl.console.lifecycle.errors import StoreError, UnknownRecord
 from tidectl.console.lifecycle.operate import ActionResult, Operations
@@ -88,6 +88,10 @@ class Linker(Protocol):
 
     def linked(self, node: str) -> bool: ...
 
+    def linked_names(self) -> list[str]:
+        """Every node linked now."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcileResult:
@@ -137,6 +141,8 @@ class Engine:
         self._clock = clock
         self._burster = Burster(store, providers, pools, cluster, clock)
         self._linker = linker
+        #: The scheduler's node names as of the last observe (a join needs no second ask).
+        self._in_scheduler: set[str] = set()
         #: Nodes whose link was refused, with the sentence (reported once, not every pass).
         self.link_refusals: dict[str, str] = {}
         self.operations = Operations(
@@ -247,17 +253,21 @@ class Engine:
 
     # -- observe ----------------------------------------------------------------------------
 
-    async def observe(self) -> Observation:
+    async def observe(self, records: Sequence[NodeRecord] | None = None) -> Observation:
         """The provider's instances with this cluster's tag, the scheduler's nodes and jobs,
-        and the admission gate's word on every node the store or the scheduler knows."""
+        and the admission gate's word on every node the store or the scheduler knows.
+        ``records``: the store's live nodes, when the caller has read them already."""
+        if records is None:
+            records = self.store.nodes(live_only=True)
         instances: dict[str, Instance] = {}
         for provider in _distinct(self._providers.values()):
             for instance in await provider.describe({CLUSTER_TAG: self._cluster}):
                 instances.setdefault(instance.instance_id, instance)
         views: dict[str, NodeSeen] = {}
         if self._scheduler is None:
-            return self._observe_without_scheduler(instances)
+            return self._observe_without_scheduler(instances, records)
         sched_nodes = await self._scheduler.nodes()
+        self._in_scheduler = {node.name for node in sched_nodes}
         jobs = await self._scheduler.jobs()
         on_node: dict[str, int] = {}
         for job in jobs:
@@ -272,16 +282,17 @@ class Engine:
                 # so a moment where they disagree errs on the side of a job being there.
                 jobs=max(len(node.jobs), on_node.get(node.name, 0)),
             )
-        for record in self.store.nodes():
-            if record.state is not State.TERMINATED:
-                views.setdefault(record.name, NodeSeen())
+        for record in records:
+            views.setdefault(record.name, NodeSeen())
         return Observation(
             at=self._clock(),
             instances=instances,
             nodes={name: _with_health(view, self._health(name)) for name, view in views.items()},
         )
 
-    def _observe_without_scheduler(self, instances: dict[str, Instance]) -> Observation:
+    def _observe_without_scheduler(
+        self, instances: dict[str, Instance], records: Sequence[NodeRecord]
+    ) -> Observation:
         """No scheduler: nothing places jobs, so a node is usable once it is up, and a drain
         has nothing to wait for."""
         views = {
@@ -291,8 +302,7 @@ class Engine:
                 jobs=0,
                 healthy=self._health(record.name),
             )
-            for record in self.store.nodes()
-            if record.state is not State.TERMINATED
+            for record in records
         }
         return Observation(at=self._clock(), instances=instances, nodes=views)
 
@@ -326,6 +336,8 @@ class Engine:
             self.store.transition(
                 action.node, action.after, reason=action.reason, actor=ACTOR, request_id="", at=now
             )
+            if action.after is State.BOOTSTRAPPING:
+                failpoints.reach("reconcile.bootstrapping")
         elif isinstance(action, Adopt):
             await self._adopt(action, now)
         elif isinstance(action, Terminate):
@@ -406,9 +418,11 @@ class Engine:
         pool = self._pools.get(record.pool or "") if record else None
         gpus = pool.gpus_per_node if pool else 0
         try:
-            known = {node.name for node in await self._scheduler.nodes()}
-            if action.node not in known:  # joining again after a restart is not an error
+            # Joining again after a restart is not an error: the scheduler has it already.
+            if action.node not in self._in_scheduler:
                 await self._scheduler.add_node(action.node, gpus)
+                failpoints.reach("reconcile.joining")
+                self._in_scheduler.add(action.node)
         except SchedulerError as error:
             return Report(action.node, f"the scheduler did not take the node: {error}")
         return None
@@ -418,9 +432,10 @@ class Engine:
     async def reconcile_once(self) -> ReconcileResult:
         """Observe, plan (per pool, with the pool's timeouts), act."""
         started = time.monotonic()
-        seen = await self.observe()
+        records = self.store.nodes(live_only=True)
+        seen = await self.observe(records)
         observed = time.monotonic() - started
-        actions = self.plan(seen)
+        actions = self.plan(seen, records)
         reports = await self.act(actions)
         reports += await self._sync_links()
         return ReconcileResult(tuple(actions), tuple(reports), time.monotonic() - started, observed)
@@ -430,26 +445,34 @@ class Engine:
         if self._linker is None:
             return []
         reports: list[Report] = []
-        for record in self.store.nodes():
-            name = record.name
-            if record.kind is not NodeKind.CLOUD:
-                continue
-            if record.state in LINKED and record.instance_id and not self._linker.linked(name):
-                refusal = self._linker.link(name, record.pool or "", record.instance_id)
-                if refusal is not None and self.link_refusals.get(name) != refusal:
-                    reports.append(Report(name, refusal))
-                if refusal is not None:
-                    self.link_refusals[name] = refusal
-            elif record.state not in LINKED and self._linker.linked(name):
+        should = {
+            record.name: record
+            for record in self.store.nodes(states=LINKED)
+            if record.kind is NodeKind.CLOUD and record.instance_id
+        }
+        for name in self._linker.linked_names():
+            if name not in should:  # ended (or failed): its SSH goes with it
                 await self._linker.unlink(name)
                 self.link_refusals.pop(name, None)
+        for name, record in should.items():
+            if self._linker.linked(name):
+                continue
+            assert record.instance_id is not None
+            refusal = self._linker.link(name, record.pool or "", record.instance_id)
+            if refusal is not None and self.link_refusals.get(name) != refusal:
+                reports.append(Report(name, refusal))
+            if refusal is not None:
+                self.link_refusals[name] = refusal
         return reports
 
-    def plan(self, seen: Observation) -> list[Action]:
-        """The planner's actions, pool by pool, so each pool's nodes get its timeouts."""
-        records = self.store.instances(open_only=True)
+    def plan(self, seen: Observation, records: Sequence[NodeRecord] | None = None) -> list[Action]:
+        """The planner's actions, pool by pool, so each pool's nodes get its timeouts.
+        ``records``: the store's live nodes, when the caller has read them already."""
+        if records is None:
+            records = self.store.nodes(live_only=True)
+        known = self.store.open_instance_ids()
         by_pool: dict[str | None, list[NodeRecord]] = {}
-        for node in self.store.nodes():
+        for node in records:
             by_pool.setdefault(node.pool, []).append(node)
         tagged: dict[str | None, dict[str, Instance]] = {}
         for instance_id, instance in seen.instances.items():
@@ -461,7 +484,7 @@ class Engine:
                 by_pool.get(pool, []),
                 # Every open record counts as known in every pool's plan: an instance recorded
                 # under one pool must never be adopted a second time under another.
-                records,
+                known,
                 part,
                 pool_tag=POOL_TAG,
                 timeouts=self._timeouts.get(pool or "", DEFAULT_TIMEOUTS),

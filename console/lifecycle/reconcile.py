@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tidectl.console.lifecycle.records import InstanceRecord, NodeRecord
+from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import (
     DEFAULT_TIMEOUTS,
     Expiry,
@@ -132,16 +132,19 @@ Action = Move | Adopt | Terminate | ConfirmTerminated | Join | Report
 
 def plan(
     nodes: Sequence[NodeRecord],
-    instances: Iterable[InstanceRecord],
+    instances: Iterable[str],
     seen: Observation,
     *,
     pool_tag: str = "tidectl:pool",
     timeouts: Mapping[State, Timeout] = DEFAULT_TIMEOUTS,
     zombie_after_s: float = ZOMBIE_AFTER_S,
 ) -> list[Action]:
-    """The actions that bring the store and the world together, node by node."""
+    """The actions that bring the store and the world together, node by node.
+
+    ``instances`` are the ids of the instances the store has open (not confirmed terminated):
+    the planner never adopts one of those as an orphan."""
     actions: list[Action] = []
-    known = {record.instance_id for record in instances}
+    known = set(instances)
     known.update(node.instance_id for node in nodes if node.instance_id)
     for node in nodes:
         if node.kind is NodeKind.CLOUD:

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Final, Self
 
 from tidectl.console.lifecycle.errors import (
     SchemaTooNew,
@@ -222,9 +222,14 @@ class Store:
         return None if found is None else _node(found)
 
     def nodes(
-        self, pool: str | None = None, states: Iterable[State] | None = None
+        self,
+        pool: str | None = None,
+        states: Iterable[State] | None = None,
+        *,
+        live_only: bool = False,
     ) -> list[NodeRecord]:
-        """Nodes by name, optionally only those of ``pool`` and in one of ``states``."""
+        """Nodes by name, optionally only those of ``pool``, in one of ``states``, or (with
+        ``live_only``) not yet terminated — what every reconcile pass reads."""
         where: list[str] = []
         args: list[object] = []
         if pool is not None:
@@ -234,10 +239,16 @@ class Store:
             wanted = [str(State(s)) for s in states]
             where.append(f"state IN ({', '.join('?' * len(wanted))})")
             args.extend(wanted)
+        if live_only:
+            where.append("state != 'terminated'")
         sql = f"SELECT {_NODE_COLUMNS} FROM nodes"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [_node(row) for row in self._db.execute(sql + " ORDER BY name", args)]
+        cursor = self._db.cursor()
+        # Plain tuples, not sqlite3.Row: a pass over a thousand nodes reads them all, and the
+        # Row-to-dict-to-record path was the larger part of the pass (bench/reconcile.py).
+        cursor.row_factory = None
+        return [_node_from_tuple(row) for row in cursor.execute(sql + " ORDER BY name", args)]
 
     def transition(
         self,
@@ -517,6 +528,12 @@ class Store:
         rows = self._db.execute(sql + " ORDER BY launched_at, instance_id", args)
         return [_instance(row) for row in rows]
 
+    def open_instance_ids(self) -> set[str]:
+        """The ids of instances not yet confirmed terminated (what the planner must never
+        adopt a second time)."""
+        rows = self._db.execute("SELECT instance_id FROM instances WHERE confirmed_terminated = 0")
+        return {row[0] for row in rows}
+
     def confirm_terminated(self, instance_id: str, at: float) -> InstanceRecord:
         """Close an instance: the provider said it is gone. Again: no change."""
         with self._writing() as db:
@@ -652,6 +669,27 @@ _INSTANCE_COLUMNS = (
     "terminated_at, confirmed_terminated, tags, last_seen_state, last_seen_at"
 )
 _LEDGER_COLUMNS = "id, node, pool, intent_id, started_at, stopped_at, price_per_hour"
+
+
+_KINDS: Final = {kind.value: kind for kind in NodeKind}
+_STATES: Final = {state.value: state for state in State}
+
+
+def _node_from_tuple(row: tuple[Any, ...]) -> NodeRecord:
+    """A node from a plain row in ``_NODE_COLUMNS`` order."""
+    name, kind, pool, state, since, instance_id, intent_id, created, updated, price = row
+    return NodeRecord(
+        name,
+        _KINDS[kind],
+        pool,
+        _STATES[state],
+        since,
+        instance_id,
+        intent_id,
+        created,
+        updated,
+        price,
+    )
 
 
 def _node(row: sqlite3.Row) -> NodeRecord:

@@ -218,7 +218,7 @@ def test_an_instance_the_store_knows_is_not_an_orphan() -> None:
         last_seen_state=None,
         last_seen_at=None,
     )
-    actions = plan([], [record], world(instance(instance_id="i-0002")))
+    actions = plan([], [record.instance_id], world(instance(instance_id="i-0002")))
     assert actions == []
 
 
