@@ -17,7 +17,7 @@ from tidectl.agents import cli as agent_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tidectl.console.commands import console, demo, nodes, run, status
+    from tidectl.console.commands import console, demo, lifecycle, nodes, run, status
     from tidectl.console.sim.cli import add_sim_commands
 
     parser = argparse.ArgumentParser(
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_parser(commands)
     run.add_parser(commands)
     nodes.add_parser(commands)
+    lifecycle.add_parsers(commands)
     console.add_parser(commands)
     demo.add_parser(commands)
     add_sim_commands(commands)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_console_command(args: argparse.Namespace) -> int:
-    from tidectl.console.commands import console, demo, nodes, run, status
+    from tidectl.console.commands import console, demo, lifecycle, nodes, run, status
     from tidectl.console.config.loader import ConfigError
     from tidectl.console.demo import DemoError
     from tidectl.console.lifecycle.errors import StoreError
@@ -80,6 +81,7 @@ def _run_console_command(args: argparse.Namespace) -> int:
         "console": console.main,
         "demo": demo.main,
         "nodes": nodes.main,
+        **dict.fromkeys(lifecycle.COMMANDS, lifecycle.main),
     }
     try:
         return handlers[args.command](args)

@@ -16,6 +16,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,14 @@ async def assemble(
     *,
     store: Path | None = None,
     collect: bool = True,
+    watch_onprem: bool = True,
     in_process_sim: bool = False,
     workload: Workload | None = None,
     interval_s: float = RECONCILE_INTERVAL_S,
 ) -> ControlPlane:
     """The control plane for ``config``. ``collect``: watch the nodes' agents over SSH (which
-    cloud nodes need to pass the admission gate). ``workload``: the sim scheduler's job
-    stream (the demo's)."""
+    cloud nodes need to pass the admission gate); ``watch_onprem``: the configured machines
+    too, not only cloud nodes. ``workload``: the sim scheduler's job stream (the demo's)."""
     _refuse_what_cannot_run(config, in_process_sim)
     closers: list[Closer] = []
     try:
@@ -76,11 +78,12 @@ async def assemble(
     try:
         providers = _providers(config.pools, closers)
         scheduler = _scheduler(config, workload)
-        fleet = Fleet(config.nodes, config.health)
+        watched = config if watch_onprem else replace(config, nodes=())
+        fleet = Fleet(watched.nodes, config.health)
         background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         bootstrapper: Bootstrapper | None = None
         if collect:
-            collector = Collector(config, fleet)
+            collector = Collector(watched, fleet)
             bootstrapper = Bootstrapper(collector, _by_name(config.pools), providers)
 
             async def collecting() -> None:
