@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -64,11 +65,14 @@ async def assemble(
     watch_onprem: bool = True,
     in_process_sim: bool = False,
     workload: Workload | None = None,
+    fleet: Fleet | None = None,
     interval_s: float = RECONCILE_INTERVAL_S,
 ) -> ControlPlane:
     """The control plane for ``config``. ``collect``: watch the nodes' agents over SSH (which
     cloud nodes need to pass the admission gate); ``watch_onprem``: the configured machines
-    too, not only cloud nodes. ``workload``: the sim scheduler's job stream (the demo's)."""
+    too, not only cloud nodes. ``workload``: the sim scheduler's job stream (the demo's).
+    ``fleet``: the fleet to fill (a console shows its own before the plane is up); by default
+    a new one."""
     _refuse_what_cannot_run(config, in_process_sim)
     closers: list[Closer] = []
     try:
@@ -79,7 +83,8 @@ async def assemble(
         providers = _providers(config.pools, closers)
         scheduler = _scheduler(config, workload)
         watched = config if watch_onprem else replace(config, nodes=())
-        fleet = Fleet(watched.nodes, config.health)
+        if fleet is None:
+            fleet = Fleet(watched.nodes, config.health)
         background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         bootstrapper: Bootstrapper | None = None
         if collect:
@@ -173,9 +178,15 @@ def _closing_sim(sim: SimProvider, root: Path) -> Closer:
     return close
 
 
+#: GPUs the sim scheduler gives each configured (on-prem) machine: the sim cluster's.
+SIM_NODE_GPUS = 8
+
+
 def _scheduler(config: ClusterConfig, workload: Workload | None) -> Scheduler | None:
     if config.scheduler.kind == "sim":
-        return SimScheduler(workload=workload)
+        # The configured machines are the scheduler's own nodes; cloud nodes join it later.
+        onprem = dict.fromkeys((spec.name for spec in config.nodes), SIM_NODE_GPUS)
+        return SimScheduler(onprem, workload=workload, start=time.time())
     return None
 
 
