@@ -324,30 +324,31 @@ class Burster:
                 break
             name = job.waiting.pop(0)
             at = self._clock()
-            store.record_instance(
-                instance.instance_id,
-                provider=job.pool.provider,
-                pool=job.pool.name,
-                region=job.pool.region,
-                zone=instance.zone or zone,
-                instance_type=instance.instance_type or kind,
-                intent_id=job.intent.id,
-                node=name,
-                launched_at=instance.launched_at.timestamp(),
-                tags=instance.tags,
-                state=str(instance.state),
-                seen_at=at,
-            )
-            store.transition(
-                name,
-                State.PROVISIONING,
-                reason=f"launched as {instance.instance_id} ({kind})",
-                actor=actor,
-                request_id=request_id,
-                at=at,
-                instance_id=instance.instance_id,
-                price_per_hour=price,
-            )
+            with store.atomic():  # the instance and its node: never one without the other
+                store.record_instance(
+                    instance.instance_id,
+                    provider=job.pool.provider,
+                    pool=job.pool.name,
+                    region=job.pool.region,
+                    zone=instance.zone or zone,
+                    instance_type=instance.instance_type or kind,
+                    intent_id=job.intent.id,
+                    node=name,
+                    launched_at=instance.launched_at.timestamp(),
+                    tags=instance.tags,
+                    state=str(instance.state),
+                    seen_at=at,
+                )
+                store.transition(
+                    name,
+                    State.PROVISIONING,
+                    reason=f"launched as {instance.instance_id} ({kind})",
+                    actor=actor,
+                    request_id=request_id,
+                    at=at,
+                    instance_id=instance.instance_id,
+                    price_per_hour=price,
+                )
             job.launched.append(name)
             job.instances.append(instance.instance_id)
 

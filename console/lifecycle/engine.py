@@ -361,33 +361,36 @@ class Engine:
             if pool is not None and provider is not None
             else None
         )
-        self.store.record_instance(
-            instance.instance_id,
-            provider=pool.provider if pool else "unknown",
-            pool=action.pool,
-            region=pool.region if pool else "unknown",
-            zone=instance.zone,
-            instance_type=instance.instance_type,
-            intent_id=instance.tags.get(INTENT_TAG),
-            node=action.node,
-            launched_at=instance.launched_at.timestamp(),
-            tags=instance.tags,
-            state=str(instance.state),
-            seen_at=now,
-        )
-        self.store.add_node(
-            action.node,
-            NodeKind.CLOUD,
-            action.pool,
-            State.PROVISIONING,
-            now,
-            reason=action.reason,
-            actor=ACTOR,
-            request_id="",
-            instance_id=instance.instance_id,
-            intent_id=instance.tags.get(INTENT_TAG),
-            price_per_hour=price,
-        )
+        # The instance and its node in one transaction: apart, a crash between them would
+        # leave an instance recorded (never adopted again) and bound to no node (never ended).
+        with self.store.atomic():
+            self.store.record_instance(
+                instance.instance_id,
+                provider=pool.provider if pool else "unknown",
+                pool=action.pool,
+                region=pool.region if pool else "unknown",
+                zone=instance.zone,
+                instance_type=instance.instance_type,
+                intent_id=instance.tags.get(INTENT_TAG),
+                node=action.node,
+                launched_at=instance.launched_at.timestamp(),
+                tags=instance.tags,
+                state=str(instance.state),
+                seen_at=now,
+            )
+            self.store.add_node(
+                action.node,
+                NodeKind.CLOUD,
+                action.pool,
+                State.PROVISIONING,
+                now,
+                reason=action.reason,
+                actor=ACTOR,
+                request_id="",
+                instance_id=instance.instance_id,
+                intent_id=instance.tags.get(INTENT_TAG),
+                price_per_hour=price,
+            )
 
     async def _terminate(self, action: Terminate) -> Report | None:
         record = self.store.node(action.node)

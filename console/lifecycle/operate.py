@@ -396,6 +396,12 @@ class Operations:
         )
         if replayed:
             return self._replay(intent, names)
+        return await self._apply_cancel(intent, burst, actor, request_id)
+
+    async def _apply_cancel(
+        self, intent: IntentRecord, burst: IntentRecord, actor: str, request_id: str
+    ) -> ActionResult:
+        names = [n.name for n in self._store.nodes(pool=burst.pool) if n.intent_id == burst.id]
         world = await self._world()
         before = {name: self._state(name) for name in names}
         joining = [n for n in names if before[n] is State.JOINING]
@@ -467,9 +473,12 @@ class Operations:
             result = await self._apply_resume(intent, names, world, actor, request_id)
         elif intent.action is IntentAction.TERMINATE:
             result = await self._apply_terminate(intent, names, world, actor, request_id)
-        else:
-            self._store.set_intent_status(intent.id, IntentStatus.DONE, at=self._clock())
-            return f"{intent.action} {intent.id}: closed (the reconcile loop finishes its nodes)"
+        else:  # a cancel: every action is one of the five
+            burst = self._store.intent(str(intent.detail.get("intent", "")))
+            if burst is None:
+                self._store.set_intent_status(intent.id, IntentStatus.DONE, at=self._clock())
+                return f"cancel {intent.id}: its burst is not in the store; nothing to do"
+            result = await self._apply_cancel(intent, burst, actor, request_id)
         return f"{intent.action} {intent.id}: {result.sentence}"
 
     def _end_interrupted_burst(self, intent: IntentRecord) -> str:

@@ -215,27 +215,33 @@ def _cloud(
     timeouts: Mapping[State, Timeout],
     zombie_after_s: float,
 ) -> list[Action]:
-    if node.state is State.TERMINATED:
-        return []
     instance = seen.instances.get(node.instance_id) if node.instance_id else None
     it = _Seen(node, seen.nodes.get(node.name, NodeSeen()), instance, seen.at)
     expired = _expired(node, seen, timeouts)
-    if node.state is State.REQUESTED:
-        return _on_expiry(node, expired)
-    if node.state is State.TERMINATING:
-        return _terminating(it, expired)
+    special = _SPECIAL.get(node.state)
+    if special is not None:
+        return special(it, expired)
     lost = _lost(it)
     if lost is not None:
         return lost
-    if node.state is State.FAILED:
-        return _failed(it)
     step = _STEPS.get(node.state)
     actions = step(it, zombie_after_s) if step is not None else []
-    return actions or _on_expiry(node, expired)
+    if any(isinstance(action, Move | Terminate) for action in actions):
+        return actions  # progress beats a timeout
+    # A timeout beats a request asked again (a join): the node fails rather than wait forever.
+    return _on_expiry(node, expired) or actions
+
+
+def _requested(it: _Seen, expired: Timeout | None) -> list[Action]:
+    return _on_expiry(it.node, expired)
+
+
+def _terminated(_it: _Seen, _expired: Timeout | None) -> list[Action]:
+    return []
 
 
 def _terminating(it: _Seen, expired: Timeout | None) -> list[Action]:
-    if it.gone:
+    if it.instance is None or it.instance.state is InstanceState.TERMINATED:
         confirm: list[Action] = []
         if it.node.instance_id:
             confirm.append(ConfirmTerminated(it.name, it.node.instance_id))
@@ -249,6 +255,9 @@ def _terminating(it: _Seen, expired: Timeout | None) -> list[Action]:
                 "not terminating again until it is empty",
             )
         ]
+    if it.instance.state is InstanceState.SHUTTING_DOWN and expired is None:
+        # On its way, not gone: the node closes on the provider's final word.
+        return []
     retry: list[Action] = [Terminate(it.name, it.instance_id, "still running: terminate again")]
     if expired is not None:
         retry.append(
@@ -271,7 +280,7 @@ def _lost(it: _Seen) -> list[Action] | None:
     return None
 
 
-def _failed(it: _Seen) -> list[Action]:
+def _failed(it: _Seen, _zombie_after_s: float) -> list[Action]:
     if it.view.jobs:
         return [
             Report(
@@ -301,7 +310,10 @@ def _bootstrapping(it: _Seen, _zombie_after_s: float) -> list[Action]:
 def _joining(it: _Seen, _zombie_after_s: float) -> list[Action]:
     if it.view.scheduled:
         return [Move(it.name, State.ACTIVE, "the scheduler takes jobs on it")]
-    return []
+    # Asked again every pass until the scheduler has it: a crash between the move here and
+    # the join call must not leave a node the scheduler never hears of (the engine skips a
+    # node the scheduler already lists).
+    return [Join(it.name)]
 
 
 def _draining(it: _Seen, _zombie_after_s: float) -> list[Action]:
@@ -319,7 +331,15 @@ def _drained(it: _Seen, zombie_after_s: float) -> list[Action]:
     return []
 
 
+#: States handled before (and instead of) the lost-instance check.
+_SPECIAL: Mapping[State, Callable[[_Seen, Timeout | None], list[Action]]] = {
+    State.REQUESTED: _requested,
+    State.TERMINATING: _terminating,
+    State.TERMINATED: _terminated,
+}
+
 _STEPS: Mapping[State, Callable[[_Seen, float], list[Action]]] = {
+    State.FAILED: _failed,
     State.PROVISIONING: _provisioning,
     State.BOOTSTRAPPING: _bootstrapping,
     State.JOINING: _joining,

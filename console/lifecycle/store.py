@@ -94,6 +94,7 @@ class Store:
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._atomic_depth = 0
 
     # -- opening --------------------------------------------------------------------------
 
@@ -151,9 +152,30 @@ class Store:
         self.close()
 
     @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Several writes as one transaction: all of them are committed, or none.
+
+        For writes that must never be seen apart: an instance and the node it belongs to (a
+        crash between them would leave an instance recorded, so never adopted, and bound to
+        no node, so never terminated).
+        """
+        with self._writing():
+            self._atomic_depth += 1
+            try:
+                yield
+            finally:
+                self._atomic_depth -= 1
+
+    @contextmanager
     def _writing(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it is committed, or none of it."""
+        """One write transaction: all of it is committed, or none of it (inside
+        :meth:`atomic`, part of that one)."""
         db = self._db
+        if self._atomic_depth:
+            if durable:
+                raise StoreError("an intent must be written on its own, not inside atomic()")
+            yield db
+            return
         if durable:
             db.execute("PRAGMA synchronous=FULL")
         try:

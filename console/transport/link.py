@@ -121,6 +121,12 @@ class NodeLink:
                 await self._close()
             if failure is not None:
                 self._set(failure.state, failure.message)
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # A cancel that arrived while closing was swallowed on the way (3.11's
+                # wait_for can): honour it rather than sleep and reconnect.
+                self._set(LinkState.STOPPED)
+                raise asyncio.CancelledError
             delay = (
                 self._backoff.maximum_s
                 if self.state in _SLOW_STATES
@@ -134,7 +140,8 @@ class NodeLink:
         if conn is not None:
             conn.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await conn.wait_closed()
 
     async def _session(self) -> None:
         self._set(LinkState.CONNECTING, self.error)

@@ -1,4 +1,5 @@
-"""Fixtures of the lifecycle tests: see ``world.py``."""
+"""Fixtures of the lifecycle tests: see ``world.py``; the local EC2 of ``tests/fakes/aws_env.py``
+(started only by the tests that ask for ``ec2``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.console.lifecycle.world import Clock, World
+from tests.fakes.aws_env import (  # noqa: F401 (fixtures: the kill -9 tests' local EC2)
+    aws_on_loopback,
+    ec2,
+    ec2_proxy,
+    moto_server,
+)
 from tidectl.console.lifecycle.store import Store
 from tidectl.console.providers.sim import SimProvider
 from tidectl.console.scheduler.sim import SimScheduler

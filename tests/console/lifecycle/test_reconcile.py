@@ -149,9 +149,16 @@ LONG = 10 * 24 * 3600.0  # past every timeout
         (node(S.FAILED), world(), [("confirmterminated", "burst-1"), ("move", S.TERMINATED)]),
         (node(S.FAILED, instance_id=None), world(), [("move", S.TERMINATED)]),
         # termination is confirmed by the provider, and retried until it is
+        # shutting down is on its way, not gone: wait for the provider's final word
+        (node(S.TERMINATING), world(instance(I.SHUTTING_DOWN)), []),
+        (
+            node(S.TERMINATING, LONG),
+            world(instance(I.SHUTTING_DOWN)),
+            [("terminate", "burst-1"), ("report", "burst-1")],
+        ),
         (
             node(S.TERMINATING),
-            world(instance(I.SHUTTING_DOWN)),
+            world(instance(I.TERMINATED)),
             [("confirmterminated", "burst-1"), ("move", S.TERMINATED)],
         ),
         (node(S.TERMINATING), world(), [("confirmterminated", "burst-1"), ("move", S.TERMINATED)]),

@@ -6,11 +6,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from tidectl.console.providers.aws import AwsCredentials
+from tests.fakes.aws_env import DUMMY, REGION
 from tidectl.console.providers.base import LaunchRequest, ownership_tags
 
-REGION = "us-east-1"
-DUMMY = AwsCredentials("testing", "testing")
+__all__ = ["DUMMY", "IMAGE", "REGION", "raw_ec2", "request", "tags_of"]
+
 IMAGE = "ami-12c6146b"  # any id: moto accepts unknown AMIs unless told to validate
 
 
