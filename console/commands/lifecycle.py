@@ -31,6 +31,8 @@ from tidectl.console.lifecycle.states import State
 __all__ = ["COMMANDS", "add_parsers"]
 
 DEFAULT_WAIT_S = 3600.0
+#: How often a waiting command reconciles: it has nothing else to do, and a person watches.
+WAIT_INTERVAL_S = 1.0
 _ENDED = frozenset({State.FAILED, State.TERMINATED})
 
 
@@ -103,7 +105,13 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         # Only a wait needs the agents' word (the admission gate); the configured on-prem
         # machines are never watched from a one-shot command.
-        plane = await assemble(config, store=args.store, collect=wait, watch_onprem=False)
+        plane = await assemble(
+            config,
+            store=args.store,
+            collect=wait,
+            watch_onprem=False,
+            interval_s=WAIT_INTERVAL_S,
+        )
     except AssemblyError as error:
         _err(f"tidectl {args.command}: {error}")
         return 2

@@ -20,8 +20,9 @@ from rich.table import Table
 
 from tidectl.console.commands.run import UsageError
 from tidectl.console.config.loader import load_config
+from tidectl.console.control.assemble import AssemblyError, store_path
 from tidectl.console.lifecycle.records import NodeRecord
-from tidectl.console.lifecycle.store import Store, default_path
+from tidectl.console.lifecycle.store import Store
 from tidectl.console.view.cells import age
 
 
@@ -34,7 +35,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("-c", "--config", required=True, help="cluster.toml")
     parser.add_argument(
-        "--store", type=Path, metavar="PATH", help="the store file (default: per cluster name)"
+        "--store",
+        type=Path,
+        metavar="PATH",
+        help="the store file (default: [store] path, else per cluster name)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -56,8 +60,8 @@ def node_json(node: NodeRecord, now: float, cost: float) -> dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
-        path: Path = args.store or default_path(config.name)
-    except ValueError as exc:
+        path: Path = store_path(config, args.store)
+    except AssemblyError as exc:
         raise UsageError(str(exc)) from None
     now = time.time()
     rows: list[dict[str, Any]] = []

@@ -44,6 +44,8 @@ _log = logging.getLogger(__name__)
 
 #: How often the reconcile loop runs when nothing asks for a pass sooner.
 RECONCILE_INTERVAL_S = 5.0
+#: Reports the control plane keeps for front ends (the newest).
+_REPORTS_KEPT = 200
 _T = TypeVar("_T")
 
 
@@ -92,13 +94,16 @@ class ControlPlane:
         self.last_pass: ReconcileResult | None = None
         #: Sentences the last pass (and recovery) could not act on: for the events view.
         self.reports: list[str] = []
+        #: Every report ever added (``reports`` keeps the last 200): a front end that saw
+        #: ``n`` of them reads the newest ``reported - n``.
+        self.reported = 0
 
     # -- running ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Finish what a stopped control plane left pending, then run the loops."""
         async with self._lock:
-            self.reports.extend(await self.engine.recover())
+            self._report(await self.engine.recover())
         loop = asyncio.get_running_loop()
         for job in self._background:
             self._tasks.append(loop.create_task(job()))
@@ -134,9 +139,12 @@ class ControlPlane:
             except (StoreError, ProviderError, SchedulerError) as error:
                 # The world moved or did not answer: say so, and try again next pass.
                 _log.warning("reconcile pass failed: %s", error)
-                self.reports.append(f"reconcile pass failed: {error}")
+                self._report([f"reconcile pass failed: {error}"])
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
+            # meets an event already set (an action's poke), and aclose then waited forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await self._poke.wait()
             self._poke.clear()
 
     async def reconcile_now(self) -> ReconcileResult:
@@ -144,11 +152,15 @@ class ControlPlane:
         async with self._lock:
             result = await self.engine.reconcile_once()
         self.last_pass = result
-        self.reports.extend(f"{r.node}: {r.sentence}" for r in result.reports)
-        del self.reports[:-200]
+        self._report([f"{r.node}: {r.sentence}" for r in result.reports])
         async with self._changed:
             self._changed.notify_all()
         return result
+
+    def _report(self, sentences: Sequence[str]) -> None:
+        self.reports.extend(sentences)
+        self.reported += len(sentences)
+        del self.reports[:-_REPORTS_KEPT]
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -294,13 +306,15 @@ class ControlPlane:
                 continue
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._changed.wait()
 
     # -- reading ----------------------------------------------------------------------------
 
-    def nodes(self, pool: str | None = None) -> list[NodeRecord]:
-        """The nodes the lifecycle store knows (cloud nodes, and on-prem nodes it drained)."""
-        return self.store.nodes(pool=pool)
+    def nodes(self, pool: str | None = None, *, live_only: bool = False) -> list[NodeRecord]:
+        """The nodes the lifecycle store knows (cloud nodes, and on-prem nodes it drained);
+        ``live_only``: not those terminated (a console's once-a-second read)."""
+        return self.store.nodes(pool=pool, live_only=live_only)
 
     def pools(self) -> tuple[PoolSpec, ...]:
         return self.config.pools

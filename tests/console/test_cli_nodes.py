@@ -64,9 +64,9 @@ def test_nodes_with_state_instance_and_cost(
             State.PROVISIONING,
             hour_ago,
             instance_id="i-0001",
+            price_per_hour=24.0,  # an adopted instance bills from its entry
             **who,
         )
-        store.open_ledger("burst-0001", "burst", None, 24.0, hour_ago)
         store.add_node("gpu1", NodeKind.ONPREM, None, State.DRAINING, hour_ago, **who)
     status, out, _ = run(capsys, "nodes", "-c", str(config), "--store", str(path), "--json")
     assert status == 0

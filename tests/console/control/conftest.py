@@ -1,5 +1,7 @@
-"""The control plane's tests run in the lifecycle tests' world (store, sim cloud, scheduler)."""
+"""The control plane's tests run in the lifecycle tests' world (store, sim cloud, scheduler),
+and the CLI's against the local EC2 of ``tests/fakes/aws_env.py``."""
 
 from tests.console.lifecycle.conftest import clock, world
+from tests.fakes.aws_env import aws_on_loopback, ec2, ec2_proxy, moto_server
 
-__all__ = ["clock", "world"]  # fixtures
+__all__ = ["aws_on_loopback", "clock", "ec2", "ec2_proxy", "moto_server", "world"]  # fixtures

@@ -1,0 +1,157 @@
+"""``tidectl burst | drain | resume | terminate | cancel`` end to end: the real CLI in this
+process, a real store on disk, and the aws provider against the local moto EC2 (started by the
+suite, behind the fault proxy; nothing leaves loopback). Scheduler ``none``: on-prem nodes
+drain at once, since nothing places jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console.providers.helpers import IMAGE, raw_ec2, tags_of
+from tests.fakes.ec2_faults import Ec2FaultProxy
+from tidectl.console.cli import main
+from tidectl.console.providers.base import CLUSTER_TAG, INTENT_TAG
+
+CONFIG = f"""\
+[cluster]
+name = "lab"
+[ssh]
+user = "tidectl"
+known_hosts = "known_hosts"
+[[nodes]]
+names = "gpu[1-2]"
+[[pools]]
+name = "h100"
+provider = "aws"
+region = "us-east-1"
+instance_types = ["p5.48xlarge"]
+image_id = "{IMAGE}"
+max_nodes = 8
+price_per_hour = 98.32
+[store]
+path = "lab.sqlite3"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, ec2: Ec2FaultProxy) -> Path:
+    (tmp_path / "known_hosts").write_text("")
+    path = tmp_path / "cluster.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    status, out, err = run(capsys, *argv, "--json")
+    assert out, err
+    return status, json.loads(out)
+
+
+def instances(ec2: Ec2FaultProxy) -> list[dict[str, Any]]:
+    reservations = raw_ec2(ec2.url).describe_instances()["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def test_a_burst_launches_tagged_instances_once_and_lists_them(
+    config: Path, ec2: Ec2FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, burst = run_json(capsys, "burst", "-c", str(config), "h100", "3")
+    assert status == 0, burst
+    assert (burst["wanted"], burst["launched"], len(burst["nodes"])) == (3, 3, 3)
+    assert burst["price_per_node_hour"] == 98.32
+    launched = instances(ec2)
+    assert len(launched) == 3
+    assert {tags_of(i)[CLUSTER_TAG] for i in launched} == {"lab"}
+    assert {tags_of(i)[INTENT_TAG] for i in launched} == {burst["intent_id"]}
+    status, again = run_json(capsys, "burst", "-c", str(config), "h100", "3", "--ensure")
+    assert (status, again["launched"]) == (0, 0) and "nothing to do" in again["sentence"]
+    assert len(instances(ec2)) == 3
+    status, listed = run_json(capsys, "nodes", "-c", str(config))
+    assert sorted(n["name"] for n in listed["nodes"]) == sorted(burst["nodes"])
+    assert {n["state"] for n in listed["nodes"]} == {"provisioning"}
+    status, out, _ = run(capsys, "burst", "-c", str(config), "h100", "1")
+    assert status == 0
+    assert "launched 1 of 1 node(s) in pool h100" in out and "adds about $98.32/h" in out
+
+
+def test_a_wait_on_aws_nodes_says_why_they_cannot_be_admitted_and_terminate_ends_them(
+    config: Path, ec2: Ec2FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("burst", "-c", str(config), "h100", "2", "--wait", "--timeout", "4")
+    status, out, _ = run(capsys, *argv)
+    assert status == 1, out
+    assert "gave up after" in out and "0 of 2 node(s) active" in out
+    assert "does not hand over a host key" in out  # refused, never trusted blindly
+    _, listed = run_json(capsys, "nodes", "-c", str(config))
+    names = [n["name"] for n in listed["nodes"]]
+    assert {n["state"] for n in listed["nodes"]} == {"bootstrapping"}
+    nodeset = ",".join(names)
+    status, ended = run_json(
+        capsys, "terminate", "-c", str(config), nodeset, "--wait", "--timeout", "20"
+    )
+    assert status == 0, ended
+    assert set(ended["wait"]["states"].values()) == {"terminated"}
+    assert {i["State"]["Name"] for i in instances(ec2)} == {"terminated"}
+    _, listed = run_json(capsys, "nodes", "-c", str(config))
+    assert all(n["cost_usd"] >= 0 for n in listed["nodes"])
+
+
+def test_on_prem_nodes_drain_and_resume_but_are_never_terminated(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(
+        capsys, "drain", "-c", str(config), "gpu[1-2]", "--reason", "firmware", "--wait"
+    )
+    assert status == 0, out
+    assert "drain set on 2 node(s): firmware" in out and "all 2 node(s) drained" in out
+    status, resumed = run_json(capsys, "resume", "-c", str(config), "gpu[1-2]")
+    assert status == 0 and [n["after"] for n in resumed["nodes"]] == ["active", "active"]
+    status, out, err = run(capsys, "terminate", "-c", str(config), "gpu1")
+    assert status == 1 and "never terminates a machine it did not launch" in err
+    assert "(request " in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "words"),
+    [
+        (("cancel", "nope"), 1, "no burst with intent id 'nope'"),
+        (("drain", "gpu[1-"), 1, "is not a node set"),
+        (("drain", "gpu9"), 1, "no node named gpu9"),
+        (("burst", "tpu", "1"), 1, "no pool named 'tpu'"),
+        (("burst", "h100", "0"), 2, "COUNT must be at least 1"),
+        (("burst", "h100", "99"), 1, "allows at most 8"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    status: int,
+    words: str,
+) -> None:
+    command, *rest = argv
+    got, _, err = run(capsys, command, "-c", str(config), *rest)
+    assert (got, words in err) == (status, True), err
+
+
+def test_a_sim_pool_is_refused_by_a_one_shot_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    path = tmp_path / "cluster.toml"
+    path.write_text(
+        CONFIG.split("[[pools]]", maxsplit=1)[0]
+        + '[[pools]]\nname = "burst"\nprovider = "sim"\nmax_nodes = 4\n'
+    )
+    status, _, err = run(capsys, "burst", "-c", str(path), "burst", "1")
+    assert status == 2 and "is a sim pool" in err and "tidectl demo" in err
