@@ -1,5 +1,10 @@
 """The demo's simulated cluster: ``tidectl sim serve`` as a child process, and its config.
 
+The config is the server's ``cluster.toml`` with the demo's lifecycle added (``LIFECYCLE_TOML``):
+the sim scheduler, a sim cloud pool to burst into, and the lifecycle store in the cluster's
+folder. The console that opens it runs the control plane over all three in its own process
+(the sim cloud's instances and the scheduler's queue live there), with ``DEMO_WORKLOAD``'s jobs.
+
 The server runs as a subprocess rather than on the console's own event loop: the console then
 reaches it exactly as it reaches a real cluster (its own process, real SSH on 127.0.0.1), and
 a thousand simulated nodes do not take their CPU from the console's frames.
@@ -31,7 +36,8 @@ from typing import IO, Any
 
 from tidectl.console.config.loader import ConfigError, load_config
 from tidectl.console.config.model import ClusterConfig
-from tidectl.console.sim.files import SimLayout
+from tidectl.console.scheduler.workload import Workload
+from tidectl.console.sim.files import SimLayout, write_atomic
 from tidectl.console.sim.injector import SimFaults
 
 DEFAULT_NODES = 32
@@ -43,6 +49,31 @@ READY_BASE_S = 20.0
 READY_PER_NODE_S = 0.03
 #: How long a SIGTERMed server may take to close its sessions (it waits up to 2 x 5 s).
 STOP_GRACE_S = 15.0
+
+#: The demo's cloud pool: up to 32 sim nodes that boot in 5 s, at the sim's price.
+BURST_POOL = "burst"
+BURST_POOL_MAX_NODES = 32
+BURST_BOOT_DELAY_S = 5.0
+#: The lifecycle store, in the cluster's folder (kept with --out, removed with it otherwise).
+STORE_FILE = "store.sqlite3"
+LIFECYCLE_TOML = f"""
+# Added by tidectl demo: the sim scheduler runs the demo's jobs, pool "{BURST_POOL}" is a sim
+# cloud to burst into (key b in the console), and the lifecycle store lives in this folder.
+[scheduler]
+kind = "sim"
+
+[store]
+path = "{STORE_FILE}"
+
+[[pools]]
+name = "{BURST_POOL}"
+provider = "sim"
+max_nodes = {BURST_POOL_MAX_NODES}
+boot_delay_s = {BURST_BOOT_DELAY_S!r}
+"""
+#: The sim scheduler's jobs in the demo: the default stream 60 times faster, so a job arrives
+#: every 15 s or so and runs from 5 s to 6 min; drains finish while you watch.
+DEMO_WORKLOAD = Workload(time_scale=1 / 60)
 
 _SERVE_ERROR_PREFIX = "tidectl sim serve: error: "
 _TAIL_CHARS = 4096
@@ -127,6 +158,7 @@ class DemoCluster:
         try:
             self._spawn()
             self.ready_line = self._await_ready()
+            self._add_lifecycle()
             self._config = self._load_config()
         except BaseException:
             self.close()
@@ -219,6 +251,19 @@ class DemoCluster:
                 )
             received += chunk
         return received.split(b"\n", 1)[0].decode(errors="replace")
+
+    def _add_lifecycle(self) -> None:
+        """Append the demo's scheduler, pool and store to the server's cluster.toml (written
+        afresh at each start, so this happens once per file)."""
+        path = SimLayout(self.out).cluster_toml
+        try:
+            text = path.read_text()
+            write_atomic(path, (text + LIFECYCLE_TOML).encode())
+        except OSError as exc:
+            raise DemoError(
+                f"cannot add the demo's pool to {path} ({exc.strerror}); check the folder's "
+                "permissions and free space"
+            ) from exc
 
     def _load_config(self) -> ClusterConfig:
         try:

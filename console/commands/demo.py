@@ -1,7 +1,9 @@
 """``tidectl demo``: a simulated cluster, and the console on it (or, headless, its status).
 
-Exit status 0 when the demo ran, whatever the health of its nodes (faults are part of the
-demo); 2 with one line on stderr when it could not start.
+Either way the demo runs the cluster's control plane (the sim scheduler with the demo's jobs,
+the sim cloud pool, the reconcile loop); headless, its status gains the cloud nodes by
+lifecycle state and the burn rate. Exit status 0 when the demo ran, whatever the health of its
+nodes (faults are part of the demo); 2 with one line on stderr when it could not start.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import math
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,16 @@ from rich.console import Console
 from tidectl.console.commands import status
 from tidectl.console.commands.console import require_terminal
 from tidectl.console.commands.run import UsageError
-from tidectl.console.demo import DEFAULT_FAULT_RATE_PER_HOUR, DEFAULT_NODES, DemoCluster
+from tidectl.console.config.model import ClusterConfig
+from tidectl.console.demo import (
+    DEFAULT_FAULT_RATE_PER_HOUR,
+    DEFAULT_NODES,
+    DEMO_WORKLOAD,
+    DemoCluster,
+    DemoError,
+)
+from tidectl.console.fleet import Fleet
+from tidectl.console.lifecycle.states import NodeKind, State
 
 DEFAULT_SECONDS = 10.0
 
@@ -85,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
             return _headless(cluster, args, seconds)
         from tidectl.console.tui.app import run_console
 
-        return run_console(cluster.config, faults=cluster.faults)
+        return run_console(cluster.config, faults=cluster.faults, workload=DEMO_WORKLOAD)
 
 
 def _seconds(args: argparse.Namespace) -> float:
@@ -100,13 +113,45 @@ def _seconds(args: argparse.Namespace) -> float:
     return seconds
 
 
+@dataclass(frozen=True, slots=True)
+class _Watched:
+    """What a headless demo saw: the fleet, and the control plane's cloud nodes at the end."""
+
+    fleet: Fleet
+    cloud: dict[str, int]  # cloud nodes by lifecycle state, terminated ones left out
+    burn_rate: float
+
+
+async def _watch(config: ClusterConfig, seconds: float) -> _Watched:
+    """Run the demo's control plane for ``seconds`` (all of them: the demo does not stop once
+    every node has reported, as status does), then read the fleet and the cloud nodes."""
+    from tidectl.console.control.assemble import AssemblyError, assemble
+
+    fleet = Fleet(config.nodes, config.health)
+    try:
+        plane = await assemble(config, fleet=fleet, in_process_sim=True, workload=DEMO_WORKLOAD)
+    except AssemblyError as error:
+        raise DemoError(f"the demo's control plane cannot start: {error}") from None
+    async with plane:
+        await asyncio.sleep(seconds)
+        fleet.check_staleness()
+        fleet.flush()
+        cloud = Counter(
+            record.state.value
+            for record in plane.nodes()
+            if record.kind is NodeKind.CLOUD and record.state is not State.TERMINATED
+        )
+        return _Watched(fleet, dict(sorted(cloud.items())), plane.burn_rate())
+
+
 def _headless(cluster: DemoCluster, args: argparse.Namespace, seconds: float) -> int:
-    # The demo runs its time: it does not stop once every node has reported, as status does.
-    fleet = asyncio.run(status.collect(cluster.config, seconds, until_settled=False))
+    watched = asyncio.run(_watch(cluster.config, seconds))
     cluster.check()
     if args.json:
-        report: dict[str, Any] = status.fleet_json(cluster.config, fleet, time.monotonic())
+        report: dict[str, Any] = status.fleet_json(cluster.config, watched.fleet, time.monotonic())
         report.update(
+            cloud_nodes=watched.cloud,
+            burn_rate_per_hour=round(watched.burn_rate, 4),
             seconds=seconds,
             seed=args.seed,
             fault_rate_per_hour=args.fault_rate,
@@ -115,5 +160,8 @@ def _headless(cluster: DemoCluster, args: argparse.Namespace, seconds: float) ->
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        status.print_table(cluster.config, fleet, Console())
+        console = Console()
+        status.print_table(cluster.config, watched.fleet, console)
+        states = ", ".join(f"{n} {state}" for state, n in watched.cloud.items()) or "none"
+        console.print(f"cloud nodes: {states} · burn ${watched.burn_rate:,.2f}/h")
     return 0

@@ -1,7 +1,11 @@
 """The Textual console: the fleet live in a full-screen terminal.
 
-The app owns the collector (a worker on the app's event loop, started after the first
-frame, so the screen is up before the first node answers) and subscribes to the fleet.
+The app owns its source (a worker on the app's event loop, started after the first frame, so
+the screen is up before the first node answers): the cluster's ``ControlPlane``, which runs
+the collector, the reconcile loop and the sim scheduler's clock, and through which every
+lifecycle action goes (``tui.actions``). A config the plane cannot be built from (a Slurm
+scheduler, not wired in yet) gets the collector alone, and says so. The app subscribes to the
+fleet, and reads the plane's lifecycle states once a second (``view.life``).
 Fleet flushes arrive as ``FleetChanged`` messages that coalesce in the queue; the app hands
 the names to every screen, and only the screen showing applies them: hidden views are not
 rendered. Blocking work (writing the sim's fault file) runs in a thread worker; handlers
@@ -12,33 +16,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from tidectl.console import gc_tuning
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.fleet import Fleet
 from tidectl.console.model import LinkState
+from tidectl.console.tui.action_dialogs import ActionDialog, ConfirmDialog
+from tidectl.console.tui.actions import LifecycleActions
 from tidectl.console.tui.commands import ConsoleCommands
 from tidectl.console.tui.dialogs import FaultMenu, HelpScreen, bindings_table
 from tidectl.console.tui.events_screen import EventsScreen
 from tidectl.console.tui.fleet_screen import FleetScreen
 from tidectl.console.tui.fleet_table import FleetTable
-from tidectl.console.tui.messages import FleetChanged, InjectFault
+from tidectl.console.tui.messages import FleetChanged, InjectFault, LifecycleAsked
 from tidectl.console.tui.node_screen import NodeScreen
 from tidectl.console.view.faults import FaultChoice, fault_choices
+from tidectl.console.view.life import LifeFeed
 
 if TYPE_CHECKING:
+    from tidectl.console.control.plane import ControlPlane
+    from tidectl.console.scheduler.workload import Workload
     from tidectl.console.sim.injector import SimFaults
 
-Source = Callable[[], AbstractAsyncContextManager[object]]
+#: What the app runs once its first frame is up: yields the control plane, or None when the
+#: console runs without one (the collector alone, or a test that feeds the fleet itself).
+Source = Callable[[], AbstractAsyncContextManager["ControlPlane | None"]]
+#: How long a quit waits for the control plane to close (its store, the sim cloud's servers).
+CLOSE_WAIT_S = 15.0
 
 
 class ConsoleApp(App[int]):
@@ -68,9 +82,17 @@ class ConsoleApp(App[int]):
         self.source = source
         self.faults = faults
         self.keymap = dict(keymap or {})
-        self.fleet_screen = FleetScreen(fleet, cluster)
+        #: The control plane once it is up; None before, and in a console without one.
+        self.plane: ControlPlane | None = None
+        #: Why this console has no control plane (its sentence), when it cannot have one.
+        self.plane_problem: str | None = None
+        self.life = LifeFeed()
+        self.actions = LifecycleActions(self)
+        self.fleet_screen = FleetScreen(fleet, cluster, self.life)
         self._unsubscribe: Callable[[], None] | None = None
         self._frozen = False
+        self._source_worker: Worker[None] | None = None
+        self._life_unread = False  # the last read of the lifecycle failed (said once)
 
     # -- life --------------------------------------------------------------------------------
 
@@ -85,17 +107,65 @@ class ConsoleApp(App[int]):
             # After the first frame: connecting a thousand nodes starts with importing the
             # transport and opening sockets, work an operator should not stare at a blank
             # terminal through.
-            self.call_after_refresh(self._collect)
+            self.call_after_refresh(self._start_source)
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        # Wait for the control plane to close (Textual only cancels workers): its store is
+        # closed and the sim cloud's instances end with the console, not after it.
+        worker = self._source_worker
+        if worker is not None and not worker.is_finished:
+            worker.cancel()
+            with contextlib.suppress(WorkerCancelled, WorkerFailed, TimeoutError):
+                await asyncio.wait_for(worker.wait(), CLOSE_WAIT_S)
+
+    def _start_source(self) -> None:
+        self._source_worker = self._collect()
 
     @work(exclusive=True, group="collector", exit_on_error=False)
     async def _collect(self) -> None:
         assert self.source is not None
-        async with self.source():
-            await _forever()
+        async with self.source() as plane:
+            if plane is None:
+                await _forever()
+                return
+            self.plane = plane
+            self.life.attach(plane)
+            self.life_changed(force=True)
+            try:
+                await _forever()
+            finally:
+                self.plane = None
+                gone = self.life.detach()
+                if self.is_running:  # the plane stopped under a running console: say so
+                    self._life_moved(gone)
+
+    def no_plane(self, sentence: str) -> None:
+        """The source could not build a control plane: say why, once; the fleet still shows."""
+        self.plane_problem = sentence
+        self.notify(
+            f"Lifecycle actions are off: {sentence}. The fleet is shown without them.",
+            severity="warning",
+            timeout=15,
+        )
+
+    def life_changed(self, *, force: bool = False) -> None:
+        """Read the plane's lifecycle states again (at most once a second unless ``force``)."""
+        try:
+            moved = self.life.poll(fleet_now=self.fleet.now(), wall_now=time.time(), force=force)
+        except Exception as error:  # a read that fails must not take the console down
+            if not self._life_unread:
+                self.notify(f"The lifecycle store cannot be read: {error}", severity="error")
+            self._life_unread = True
+            return
+        self._life_unread = False
+        self._life_moved(moved)
+
+    def _life_moved(self, names: frozenset[str]) -> None:
+        if names:
+            with contextlib.suppress(NoMatches):  # quitting: nothing left to show
+                self.fleet_screen.note_life(names)
 
     def _fleet_flushed(self, names: frozenset[str]) -> None:
         self.post_message(FleetChanged(names))
@@ -108,6 +178,8 @@ class ConsoleApp(App[int]):
                     note(message.names)
 
     def _tick(self) -> None:
+        if self.life.attached:
+            self.life_changed()
         tick = getattr(self.screen, "tick", None)
         if tick is not None:
             try:
@@ -139,7 +211,7 @@ class ConsoleApp(App[int]):
 
     def action_events(self) -> None:
         if not isinstance(self.screen, EventsScreen):
-            self.push_screen(EventsScreen(self.fleet))
+            self.push_screen(EventsScreen(self.fleet, self.life))
 
     def action_help(self) -> None:
         scopes = [
@@ -148,6 +220,8 @@ class ConsoleApp(App[int]):
             ("fleet table", FleetTable.BINDINGS),
             ("node", NodeScreen.BINDINGS),
             ("events", EventsScreen.BINDINGS),
+            ("dialogs", ActionDialog.BINDINGS),
+            ("confirm", ConfirmDialog.BINDINGS),
         ]
         self.push_screen(HelpScreen(bindings_table(scopes, self.keymap)))
 
@@ -170,6 +244,15 @@ class ConsoleApp(App[int]):
         box = screen.query_one("#filter")
         box.value = text  # type: ignore[attr-defined]
         box.display = bool(text)
+
+    # -- lifecycle (through the control plane) ----------------------------------------------
+
+    @on(LifecycleAsked)
+    def _lifecycle(self, message: LifecycleAsked) -> None:
+        self.actions.ask(message.action, message.node)
+
+    def ask_burst(self) -> None:
+        self.actions.ask("burst", None)
 
     # -- faults (the demo's simulated cluster) -----------------------------------------------
 
@@ -237,19 +320,50 @@ async def _collecting(config: ClusterConfig, fleet: Fleet) -> AsyncIterator[obje
         yield collector
 
 
-def console_app(config: ClusterConfig, *, faults: SimFaults | None = None) -> ConsoleApp:
-    """The console over ``config``'s nodes, collecting from them once it runs."""
+@contextlib.asynccontextmanager
+async def _controlling(
+    config: ClusterConfig, fleet: Fleet, app: ConsoleApp, options: Mapping[str, Any]
+) -> AsyncIterator[ControlPlane | None]:
+    """The cluster's control plane on ``fleet``, running; the collector alone (and None) when
+    the config asks for what cannot run here."""
+    from tidectl.console.control.assemble import AssemblyError, assemble
+
+    try:
+        plane = await assemble(config, fleet=fleet, in_process_sim=True, **options)
+    except AssemblyError as error:
+        app.no_plane(str(error))
+        async with _collecting(config, fleet):
+            yield None
+        return
+    async with plane:
+        yield plane
+
+
+def console_app(
+    config: ClusterConfig,
+    *,
+    faults: SimFaults | None = None,
+    workload: Workload | None = None,
+    interval_s: float | None = None,
+) -> ConsoleApp:
+    """The console over ``config``'s nodes, with the cluster's control plane once it runs.
+    ``workload``: the sim scheduler's job stream (the demo's); ``interval_s``: seconds between
+    reconcile passes (the plane's default when None)."""
     fleet = Fleet(config.nodes, config.health)
-    return ConsoleApp(
-        fleet,
-        config.name,
-        source=lambda: _collecting(config, fleet),
-        faults=faults,
-        keymap=config.console.keymap,
-    )
+    app = ConsoleApp(fleet, config.name, faults=faults, keymap=config.console.keymap)
+    options: dict[str, Any] = {"workload": workload}
+    if interval_s is not None:
+        options["interval_s"] = interval_s
+    app.source = lambda: _controlling(config, fleet, app, options)
+    return app
 
 
-def run_console(config: ClusterConfig, *, faults: SimFaults | None = None) -> int:
+def run_console(
+    config: ClusterConfig,
+    *,
+    faults: SimFaults | None = None,
+    workload: Workload | None = None,
+) -> int:
     """Run the console until the operator quits; returns the exit status."""
-    result = console_app(config, faults=faults).run()
+    result = console_app(config, faults=faults, workload=workload).run()
     return 0 if result is None else result

@@ -27,7 +27,9 @@ class ConsoleCommands(Provider):
             ("show unhealthy nodes", partial(app.set_filter, "!health:ok"), "filter"),
             ("show unreachable nodes", partial(app.set_filter, "!link:streaming"), "filter"),
             ("clear the filter", partial(app.set_filter, ""), "filter"),
-            ("events", app.action_events, "health and link transitions, newest first"),
+            ("burst cloud nodes into a pool", app.ask_burst, "through the control plane (b)"),
+            ("show nodes with a lifecycle state", partial(app.set_filter, "!life:-"), "filter"),
+            ("events", app.action_events, "health, link and lifecycle moves, newest first"),
             ("help", app.action_help, "every key binding"),
             ("quit", app.action_quit, "leave the console"),
         ]

@@ -1,4 +1,4 @@
-"""Every node's health and link transitions, newest first, with a filter."""
+"""Every node's health, link and lifecycle transitions, newest first, with a filter."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from textual.widgets import Footer, Input, Static
 
 from tidectl.console.fleet import Fleet
 from tidectl.console.view.events import events_table, fleet_events
+from tidectl.console.view.life import LifeFeed
 
 
 class EventsScreen(Screen[None]):
@@ -21,13 +22,17 @@ class EventsScreen(Screen[None]):
         Binding("slash", "filter", "Filter", id="events.filter", priority=True),
     ]
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, life: LifeFeed | None = None) -> None:
         super().__init__()
         self.fleet = fleet
+        self.life = life if life is not None else LifeFeed()
         self.dirty = True
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter events: node, health, link, code or words", id="filter")
+        yield Input(
+            placeholder="filter events: node, health, link, life, a state, code or words",
+            id="filter",
+        )
         with VerticalScroll():
             yield Static(id="events")
         yield Footer()
@@ -50,7 +55,7 @@ class EventsScreen(Screen[None]):
 
     def show(self) -> None:
         text = self.query_one("#filter", Input).value
-        events = fleet_events(self.fleet, text)
+        events = fleet_events(self.fleet, text, extra=self.life.events)
         self.query_one("#events", Static).update(events_table(events, self.fleet.now()))
         self.dirty = False
 

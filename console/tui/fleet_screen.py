@@ -17,10 +17,11 @@ from textual.widgets import Footer, Input, Static
 
 from tidectl.console.fleet import Fleet
 from tidectl.console.tui.fleet_table import FleetTable
-from tidectl.console.tui.messages import InjectFault
+from tidectl.console.tui.messages import InjectFault, LifecycleAsked
 from tidectl.console.view import render
 from tidectl.console.view.filter import FilterError
 from tidectl.console.view.header import header_text
+from tidectl.console.view.life import LifeFeed
 from tidectl.console.view.table import FleetTableModel, Line
 
 #: Seconds between repaints of nodes whose figures changed (view changes repaint at once).
@@ -33,18 +34,23 @@ class FleetScreen(Screen[None]):
         # handed to the table; see action_filter.
         Binding("slash", "filter", "Filter", id="fleet.filter", priority=True),
         Binding("s", "sort", "Sort", id="fleet.sort"),
-        Binding("r", "reverse", "Reverse", id="fleet.reverse"),
+        Binding("R", "reverse", "Reverse", id="fleet.reverse"),
         Binding("f", "fold", "Fold", id="fleet.fold"),
         Binding("p", "group", "Group", id="fleet.group"),
+        Binding("b", "lifecycle('burst')", "Burst", id="fleet.burst"),
+        Binding("d", "lifecycle('drain')", "Drain", id="fleet.drain"),
+        Binding("r", "lifecycle('resume')", "Resume", id="fleet.resume"),
+        Binding("t", "lifecycle('terminate')", "Terminate", id="fleet.terminate"),
         Binding("i", "inject", "Fault", id="fleet.inject"),
         Binding("c", "clear_faults", "Clear faults", show=False, id="fleet.clear_faults"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="fleet.clear_filter"),
     ]
 
-    def __init__(self, fleet: Fleet, cluster: str) -> None:
+    def __init__(self, fleet: Fleet, cluster: str, life: LifeFeed | None = None) -> None:
         super().__init__(id="fleet-screen")
         self.fleet = fleet
         self.cluster = cluster
+        self.life = life if life is not None else LifeFeed()
         self.model = FleetTableModel()
         self.pending: set[str] = set(fleet.nodes)
         #: Seconds the last apply of fleet changes took (for the console's benchmark).
@@ -95,6 +101,12 @@ class FleetScreen(Screen[None]):
             with contextlib.suppress(NoMatches):  # the app is quitting: nothing to show
                 self.apply_pending()
 
+    def note_life(self, names: frozenset[str]) -> None:
+        """Lifecycle states moved for ``names``: their rows (and the layout, which folds,
+        sorts and filters by state) follow with the next apply."""
+        self.model.set_life(self.fleet, self.life.states, names)
+        self.note_changes(names & self.fleet.nodes.keys())
+
     def apply_pending(self) -> None:
         """Apply the nodes changed since the last call (the header follows once a second)."""
         started = time.perf_counter()
@@ -124,7 +136,8 @@ class FleetScreen(Screen[None]):
         self._show_header()
 
     def _show_header(self) -> None:
-        self.query_one("#summary", Static).update(header_text(self.cluster, self.fleet.summary()))
+        summary = header_text(self.cluster, self.fleet.summary(), self.life.summary())
+        self.query_one("#summary", Static).update(summary)
         self._show_status()
 
     def _show_status(self) -> None:
@@ -226,6 +239,14 @@ class FleetScreen(Screen[None]):
         name = self._node_under_cursor()
         if name is not None:
             self.post_message(InjectFault(name, None))
+
+    def action_lifecycle(self, action: str) -> None:
+        if action == "burst":
+            self.post_message(LifecycleAsked(action, None))
+            return
+        name = self._node_under_cursor()
+        if name is not None:
+            self.post_message(LifecycleAsked(action, name))
 
     @on(FleetTable.LineChosen)
     def _open(self, event: FleetTable.LineChosen) -> None:

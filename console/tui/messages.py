@@ -28,3 +28,13 @@ class InjectFault(Message):
         super().__init__()
         self.node = node
         self.fault = fault
+
+
+class LifecycleAsked(Message):
+    """Ask the app for a lifecycle action (burst, drain, resume, terminate) on ``node``
+    (None for a burst, which needs no node)."""
+
+    def __init__(self, action: str, node: str | None) -> None:
+        super().__init__()
+        self.action = action
+        self.node = node

@@ -6,6 +6,7 @@ monochrome terminal or under ``NO_COLOR``. The colours are Rich styles.
 
 from __future__ import annotations
 
+from tidectl.console.lifecycle.states import State
 from tidectl.console.model import LinkState, Severity
 
 HEALTH_SYMBOL = {
@@ -42,6 +43,22 @@ LINK_STYLE = {
 LINK_WORD = {
     LinkState.STREAMING: "streaming",
     LinkState.HOST_KEY_MISMATCH: "hostkey-bad",
+}
+
+
+#: Lifecycle states (the words are the states' own): taking jobs, on the move, draining,
+#: needing someone.
+LIFE_STYLE = {
+    State.REQUESTED: "cyan dim",
+    State.PROVISIONING: "cyan",
+    State.BOOTSTRAPPING: "cyan",
+    State.JOINING: "cyan",
+    State.ACTIVE: "green",
+    State.DRAINING: "yellow",
+    State.DRAINED: "yellow dim",
+    State.TERMINATING: "magenta",
+    State.TERMINATED: "dim",
+    State.FAILED: "bold red",
 }
 
 

@@ -4,6 +4,7 @@
     health:crit  h:warn health (a prefix of ok, unknown, warn, critical)
     site:dc1  pool:a100 site or pool (prefix)
     link:unreach        connection state (prefix)
+    life:drain          lifecycle state (prefix; ``life:-`` for nodes the store does not know)
     code:ib             a finding code (prefix: ``code:ib`` matches every ib.* finding)
     xid                 anything else: a substring of name, site, pool, link, codes or the
                         worst finding's sentence (case-insensitive)
@@ -18,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tidectl.console.lifecycle.states import State
 from tidectl.console.model import LinkState, Severity
 from tidectl.console.nodesets import NodeSetError, expand
 from tidectl.console.view.rows import NodeRow
 
 Predicate = Callable[[NodeRow], bool]
 
-FIELDS = ("health", "h", "site", "pool", "link", "code")
+FIELDS = ("health", "h", "site", "pool", "link", "life", "code")
 
 
 class FilterError(ValueError):
@@ -81,6 +83,8 @@ def _field_term(field: str, value: str, word: str) -> Predicate:
             words = ", ".join(s.value for s in LinkState)
             raise FilterError(f"{word!r}: no link state starts with {value!r} ({words})")
         return lambda row: row.link in states
+    if field == "life":
+        return _life_term(value, word)
     if field == "site":
         return lambda row: row.site.lower().startswith(value)
     if field == "pool":
@@ -88,8 +92,22 @@ def _field_term(field: str, value: str, word: str) -> Predicate:
     return lambda row: any(code.startswith(value) for code in row.codes)
 
 
+def _life_term(value: str, word: str) -> Predicate:
+    if value == "-":
+        return lambda row: row.life is None
+    lives = {s for s in State if s.value.startswith(value)}
+    if not lives:
+        words = ", ".join(s.value for s in State)
+        raise FilterError(
+            f"{word!r}: no lifecycle state starts with {value!r} ({words}, or - for none)"
+        )
+    return lambda row: row.life in lives
+
+
 def _haystack(row: NodeRow) -> str:
     parts = [row.name, row.site, row.pool, row.link.value, row.health.word, *row.codes]
+    if row.life is not None:
+        parts.append(row.life.value)
     if row.worst:
         parts.append(row.worst)
     return " ".join(parts).lower()

@@ -1,16 +1,30 @@
-"""The console's header: the cluster at a glance, from ``Fleet.summary()``."""
+"""The console's header: the cluster at a glance, from ``Fleet.summary()`` and, with a
+control plane, its cloud nodes and what they cost an hour."""
 
 from __future__ import annotations
 
 from rich.text import Text
 
 from tidectl.console.fleet import FleetSummary
+from tidectl.console.lifecycle.states import State
 from tidectl.console.model import LinkState, Severity
-from tidectl.console.view.badges import HEALTH_STYLE, HEALTH_SYMBOL, HEALTH_WORD, LINK_STYLE
+from tidectl.console.view.badges import (
+    HEALTH_STYLE,
+    HEALTH_SYMBOL,
+    HEALTH_WORD,
+    LIFE_STYLE,
+    LINK_STYLE,
+)
+from tidectl.console.view.life import LifeSummary
 
 
-def header_text(cluster: str, summary: FleetSummary) -> Text:
-    """Two lines: nodes by site and link; GPUs, utilisation, and nodes by health."""
+def money_per_hour(dollars: float) -> str:
+    return f"${dollars:,.2f}/h"
+
+
+def header_text(cluster: str, summary: FleetSummary, life: LifeSummary | None = None) -> Text:
+    """Two lines: nodes by site and link (and, with ``life``, cloud nodes by lifecycle state
+    and the burn rate); GPUs, utilisation, and nodes by health."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"tidectl · {cluster}", style="bold")
     text.append(f"  {summary.nodes} nodes")
@@ -23,6 +37,8 @@ def header_text(cluster: str, summary: FleetSummary) -> Text:
         if i:
             text.append(", ")
         text.append(f"{n} {link.value}", style=LINK_STYLE[link])
+    if life is not None:
+        _append_life(text, life)
     text.append("\n")
     text.append(f"GPUs {summary.gpus_total}, {summary.gpus_in_use} in use")
     util = summary.gpu_util_mean
@@ -35,3 +51,17 @@ def header_text(cluster: str, summary: FleetSummary) -> Text:
         style = HEALTH_STYLE[level] if n else "dim"
         text.append(f"{HEALTH_SYMBOL[level]} {n} {HEALTH_WORD[level]}", style=style)
     return text
+
+
+def _append_life(text: Text, life: LifeSummary) -> None:
+    text.append(f" · cloud {life.cloud_nodes}")
+    if life.cloud:
+        text.append(" (")
+        states = [state for state in State if life.cloud.get(state)]  # in lifecycle order
+        for i, state in enumerate(states):
+            if i:
+                text.append(", ")
+            text.append(f"{life.cloud[state]} {state.value}", style=LIFE_STYLE[state])
+        text.append(")")
+    text.append(" · burn ")
+    text.append(money_per_hour(life.burn_rate), style="bold" if life.burn_rate else "")

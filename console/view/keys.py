@@ -20,6 +20,10 @@ BINDING_IDS: tuple[str, ...] = (
     "fleet.inject",
     "fleet.clear_faults",
     "fleet.clear_filter",
+    "fleet.burst",
+    "fleet.drain",
+    "fleet.resume",
+    "fleet.terminate",
     "table.up",
     "table.down",
     "table.page_up",
@@ -34,4 +38,6 @@ BINDING_IDS: tuple[str, ...] = (
     "events.filter",
     "help.close",
     "faults.cancel",
+    "dialog.cancel",
+    "confirm.yes",
 )

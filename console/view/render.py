@@ -18,6 +18,7 @@ from tidectl.console.model import Severity
 from tidectl.console.view import cells
 from tidectl.console.view.badges import (
     HEALTH_STYLE,
+    LIFE_STYLE,
     LINK_STYLE,
     health_badge,
     link_word,
@@ -40,6 +41,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("health", "HEALTH", 9),
     Column("findings", "FINDINGS", 16),
     Column("link", "LINK", 11),
+    Column("life", "LIFE", 13),  # "bootstrapping", the longest state
     Column("site", "SITE/POOL", 10),
     Column("gpus", "GPU", 4, right=True),
     Column("util", "UTIL", SPARK_WIDTH + 5),
@@ -98,6 +100,13 @@ def findings_cell(row: NodeRow) -> str:
     return ""
 
 
+def life_cell(row: NodeRow) -> tuple[str, str]:
+    """The lifecycle state's word and style; blank for a node the store does not know."""
+    if row.life is None:
+        return "", ""
+    return row.life.value, LIFE_STYLE[row.life]
+
+
 def _cells(row: NodeRow, now: float, spark: Sequence[float]) -> list[tuple[str, str]]:
     """(text, style) per column, in COLUMNS order."""
     gpus = cells.MISSING if row.gpus is None else str(row.gpus)
@@ -124,6 +133,7 @@ def _cells(row: NodeRow, now: float, spark: Sequence[float]) -> list[tuple[str, 
         (health_badge(row.health), HEALTH_STYLE[row.health]),
         (findings_cell(row), HEALTH_STYLE[row.health]),
         (link_word(row.link), LINK_STYLE[row.link]),
+        life_cell(row),
         (row.site if row.pool == "-" else f"{row.site}/{row.pool}", ""),
         (gpus, gpu_style),
         (util, ""),
@@ -186,6 +196,7 @@ def fold_text(line: Line, name_w: int, now: float, rows: Sequence[NodeRow] | Non
         fs_mount=fullest.fs_mount if fullest else None,
         net_bytes_s=sum(nets) if nets else None,
         sample_at=now - max(ages) if ages else -math.inf,
+        life=first.life,
     )
     label = f"{line.label} ({len(rows)})"
     return _assemble(label, name_w, _cells(summary, now, ()), "bold")

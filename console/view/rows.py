@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from tidectl.console.fleet import NodeState
+from tidectl.console.lifecycle.states import State
 from tidectl.console.model import LinkState, Severity
 from tidectl.console.schema import Gpu
 
@@ -46,14 +47,18 @@ class NodeRow:
     fs_mount: str | None
     net_bytes_s: float | None  # NICs, received plus sent
     sample_at: float  # the fleet's clock at the last sample; -inf before the first
+    #: The node's lifecycle state in the control plane's store; None: the store does not know
+    #: it (an on-prem node never drained), or no control plane runs.
+    life: State | None = None
 
     @property
     def fold_key(self) -> tuple[object, ...]:
-        """Nodes with equal keys fold into one node set: same place, link, health, findings."""
-        return (self.site, self.pool, self.link, self.health, self.codes)
+        """Nodes with equal keys fold into one node set: same place, link, health, findings
+        and lifecycle state."""
+        return (self.site, self.pool, self.link, self.health, self.codes, self.life)
 
 
-def node_row(node: NodeState) -> NodeRow:
+def node_row(node: NodeState, life: State | None = None) -> NodeRow:
     sample = node.sample
     gpus = util = mem = hottest = None
     ib_up = ib_total = None
@@ -98,6 +103,7 @@ def node_row(node: NodeState) -> NodeRow:
         fs_mount=fs_mount,
         net_bytes_s=(rx or 0.0) + (tx or 0.0) if rx is not None or tx is not None else None,
         sample_at=node.sample_at,
+        life=life,
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tidectl.console.fleet import Fleet, NodeState
+from tidectl.console.lifecycle.states import State
 from tidectl.console.model import LinkState
 from tidectl.console.nodesets import fold
 from tidectl.console.view.filter import Filter, parse_filter
@@ -61,6 +62,27 @@ _LINK_RANK = {
     )
 }
 
+#: Lifecycle states that need an operator first, then nodes on the move, then nodes at
+#: rest; nodes the store does not know last.
+_LIFE_RANK: dict[State | None, int] = {
+    state: rank
+    for rank, state in enumerate(
+        (
+            State.FAILED,
+            State.TERMINATING,
+            State.REQUESTED,
+            State.PROVISIONING,
+            State.BOOTSTRAPPING,
+            State.JOINING,
+            State.DRAINING,
+            State.DRAINED,
+            State.ACTIVE,
+            State.TERMINATED,
+            None,
+        )
+    )
+}
+
 #: Sort orders by column key: each puts the most interesting row first (worst health,
 #: busiest, hottest, fullest, oldest sample), ties broken by name.
 SORTS: dict[str, Callable[[NodeRow], tuple[Any, ...]]] = {
@@ -68,6 +90,7 @@ SORTS: dict[str, Callable[[NodeRow], tuple[Any, ...]]] = {
     "health": lambda r: (-r.health, natural(r.name)),
     "findings": lambda r: (-len(r.codes), r.codes, natural(r.name)),
     "link": lambda r: (_LINK_RANK[r.link], natural(r.name)),
+    "life": lambda r: (_LIFE_RANK[r.life], natural(r.name)),
     "site": lambda r: (r.site, r.pool, natural(r.name)),
     "gpus": lambda r: (-_missing_last(r.gpus), natural(r.name)),
     "util": lambda r: (-_missing_last(r.util_pct), natural(r.name)),
@@ -95,7 +118,7 @@ class Line:
 #: (figures: utilisation, temperature, ...) change order every tick, and re-sort at most
 #: when the front end calls ``refresh_order`` (once a second): rows that jump ten times a
 #: second cannot be read anyway.
-STATE_SORTS = frozenset({"name", "health", "findings", "link", "site"})
+STATE_SORTS = frozenset({"name", "health", "findings", "link", "life", "site"})
 
 
 class FleetTableModel:
@@ -111,6 +134,7 @@ class FleetTableModel:
         self._rows: dict[str, NodeRow] = {}
         self._stale: dict[str, NodeState] = {}
         self._state: dict[str, tuple[object, ...]] = {}
+        self._life: dict[str, State] = {}
         self.filter: Filter = parse_filter("")
         self.sort = "health"
         self.reverse = False
@@ -134,7 +158,12 @@ class FleetTableModel:
                 self._stale.pop(name, None)
                 continue
             self._stale[name] = node
-            state = (node.link, node.health, tuple(f.code for f in node.findings))
+            state = (
+                node.link,
+                node.health,
+                tuple(f.code for f in node.findings),
+                self._life.get(name),
+            )
             if self._state.get(name) != state:
                 self._state[name] = state
                 self._lines = None
@@ -145,10 +174,26 @@ class FleetTableModel:
         self._state.clear()
         self.update(fleet, fleet.nodes)
 
+    def set_life(self, fleet: Fleet, states: Mapping[str, State], changed: Iterable[str]) -> None:
+        """Note the lifecycle states of ``changed`` nodes (``states`` holds every node the
+        store knows; a name missing from it has none). Nodes not in ``fleet`` are kept for
+        when they join it, and cost nothing until then."""
+        names = list(changed)
+        for name in names:
+            life = states.get(name)
+            if life is None:
+                self._life.pop(name, None)
+            else:
+                self._life[name] = life
+        self.update(fleet, (name for name in names if name in fleet.nodes))
+
+    def life(self, name: str) -> State | None:
+        return self._life.get(name)
+
     def row(self, name: str) -> NodeRow:
         node = self._stale.pop(name, None)
         if node is not None:
-            self._rows[name] = node_row(node)
+            self._rows[name] = node_row(node, self._life.get(name))
         return self._rows[name]
 
     @property

@@ -93,6 +93,8 @@ def test_a_headless_demo_runs_its_time_and_prints_the_fleet(tmp_path: Path) -> N
         "cluster",
         "healthy",
         "nodes",
+        "cloud_nodes",
+        "burn_rate_per_hour",
         "seconds",
         "seed",
         "fault_rate_per_hour",
@@ -106,6 +108,9 @@ def test_a_headless_demo_runs_its_time_and_prints_the_fleet(tmp_path: Path) -> N
         assert node["link"] == "streaming", node
         assert (node["health"], node["findings"], node["gpus"]) == ("ok", [], 8)
     assert report["healthy"] is True
+    # The control plane ran (nothing was burst): no cloud nodes, nothing billing.
+    assert (report["cloud_nodes"], report["burn_rate_per_hour"]) == ({}, 0.0)
+    assert (out / "store.sqlite3").is_file()  # the demo's lifecycle store, in its folder
     # The server is gone, and it stopped cleanly (it removes its pid file on the way out).
     assert not running(server_pid)
     assert not pid_file.exists()

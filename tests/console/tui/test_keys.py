@@ -8,6 +8,7 @@ import pytest
 from textual.binding import Binding
 
 from tests.console.test_config import HEAD, folder, load, refuse
+from tidectl.console.tui.action_dialogs import ActionDialog, ConfirmDialog
 from tidectl.console.tui.app import ConsoleApp, console_app
 from tidectl.console.tui.dialogs import FaultMenu, HelpScreen
 from tidectl.console.tui.events_screen import EventsScreen
@@ -32,6 +33,8 @@ def test_the_cores_binding_ids_are_exactly_the_consoles() -> None:
             EventsScreen,
             HelpScreen,
             FaultMenu,
+            ActionDialog,
+            ConfirmDialog,
         )
         for binding in owner.BINDINGS
         if isinstance(binding, Binding)

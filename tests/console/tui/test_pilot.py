@@ -125,10 +125,10 @@ async def test_sort_reverse_fold_and_group() -> None:
 
         await pilot.press("s")  # the next sort order
         assert model.sort == "findings"
-        await pilot.press("r")
+        await pilot.press("R")
         assert model.reverse
         assert "sort findings reversed" in screen_text(app)
-        await pilot.press("r")
+        await pilot.press("R")
 
         await pilot.press("f")
         await pilot.pause()

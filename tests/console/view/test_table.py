@@ -93,6 +93,7 @@ EXPECTED: dict[str, tuple[str, list[str]]] = {
     # The oldest sample first; never sampled is the oldest of all (its AGE reads "-").
     "age": ("ranked", ["sim12", "sim11", "sim1", "sim9", "sim10", "sim2"]),
     "link": ("links", []),  # test_sort_by_link_puts_broken_links_first
+    "life": ("links", []),  # tests/console/view/test_life.py
 }
 
 

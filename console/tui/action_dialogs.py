@@ -1,0 +1,186 @@
+"""The lifecycle actions' dialogs: burst (pool, count, cost), drain (jobs, reason), confirm.
+
+Each dismisses with what the operator asked for (or None on Esc); the app carries it out
+through the control plane. What they say comes from ``view.actions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Select, Static
+
+from tidectl.console.config.model import PoolSpec
+from tidectl.console.lifecycle.records import NodeRecord
+from tidectl.console.scheduler.base import Job
+from tidectl.console.view.actions import (
+    BurstForm,
+    burst_form,
+    drain_heading,
+    job_line,
+    live_in,
+)
+
+_R = TypeVar("_R")
+
+PriceOf = Callable[[str], Awaitable[float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BurstRequest:
+    pool: str
+    count: int
+
+
+class ActionDialog(ModalScreen[_R]):
+    """A dialog Esc cancels (it dismisses with None)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+    ]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class BurstDialog(ActionDialog[BurstRequest | None]):
+    """Pick a pool and a count; the cost an hour follows the count as it is typed."""
+
+    def __init__(
+        self, pools: Sequence[PoolSpec], records: Sequence[NodeRecord], price_of: PriceOf
+    ) -> None:
+        super().__init__()
+        self.pools = {pool.name: pool for pool in pools}
+        self.records = list(records)
+        self.price_of = price_of
+        self.prices: dict[str, float | None] = {}
+        self.form: BurstForm | None = None
+
+    def compose(self) -> ComposeResult:
+        first = next(iter(self.pools))
+        with Vertical(id="burst", classes="dialog"):
+            yield Static(
+                "Burst: add cloud nodes to a pool  (Enter bursts, Tab moves, Esc cancels)",
+                classes="title",
+            )
+            yield Select(
+                [(self._label(pool), pool.name) for pool in self.pools.values()],
+                value=first,
+                allow_blank=False,
+                id="pool",
+            )
+            yield Input(value="1", placeholder="how many nodes", id="count", type="text")
+            yield Static(id="cost")
+            yield Static(id="problem", classes="problem")
+
+    def _label(self, pool: PoolSpec) -> str:
+        live = live_in(pool.name, self.records)
+        return f"{pool.name}  ({pool.provider}, {live} of {pool.max_nodes} nodes)"
+
+    def on_mount(self) -> None:
+        self.query_one("#count", Input).focus()
+        self._show()
+
+    @property
+    def pool(self) -> PoolSpec:
+        value = self.query_one("#pool", Select).value
+        return self.pools[str(value)]
+
+    @on(Select.Changed, "#pool")
+    @on(Input.Changed, "#count")
+    def _show(self) -> None:
+        pool = self.pool
+        if pool.name not in self.prices:
+            self.run_worker(self._ask_price(pool.name), group="price", exclusive=True)
+        self.form = burst_form(
+            pool,
+            self.query_one("#count", Input).value,
+            live=live_in(pool.name, self.records),
+            price=self.prices.get(pool.name),
+            priced=pool.name in self.prices,
+        )
+        self.query_one("#cost", Static).update(self.form.cost)
+        self.query_one("#problem", Static).update(self.form.problem or "")
+
+    async def _ask_price(self, pool: str) -> None:
+        try:
+            price = await self.price_of(pool)
+        except Exception:  # a price is a courtesy: its absence is said, not raised
+            price = None
+        self.prices[pool] = price
+        self._show()
+
+    @on(Input.Submitted, "#count")
+    def _submit(self) -> None:
+        self._show()
+        form = self.form
+        if form is not None and form.count is not None:
+            self.dismiss(BurstRequest(form.pool, form.count))
+        else:
+            self.app.bell()
+
+
+class DrainDialog(ActionDialog[str | None]):
+    """The jobs a drain of ``node`` lets finish, and the reason; dismisses with the reason."""
+
+    def __init__(
+        self, node: str, jobs: Sequence[Job], reason: str, problem: str | None = None
+    ) -> None:
+        super().__init__()
+        self.node = node
+        self.jobs = list(jobs)
+        self.reason = reason
+        self.problem = problem
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="drain", classes="dialog"):
+            yield Static(f"Drain {self.node}  (Enter drains, Esc cancels)", classes="title")
+            if self.problem:
+                yield Static(f"The jobs on it cannot be listed: {self.problem}", id="jobs")
+            else:
+                lines = [drain_heading(self.node, self.jobs)]
+                lines += [f"  {job_line(job)}" for job in self.jobs]
+                yield Static("\n".join(lines), id="jobs")
+            yield Static("Reason (the scheduler shows it):")
+            yield Input(value=self.reason, id="reason")
+            yield Static(id="problem", classes="problem")
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    @on(Input.Submitted, "#reason")
+    def _submit(self, event: Input.Submitted) -> None:
+        reason = event.value.strip()
+        if not reason:
+            self.query_one("#problem", Static).update("Give a reason: the scheduler shows it.")
+            self.app.bell()
+            return
+        self.dismiss(reason)
+
+
+class ConfirmDialog(ActionDialog[bool | None]):
+    """A question; Enter or y says yes, Esc says no."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter,y", "confirm", "Yes", id="confirm.yes"),
+    ]
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__()
+        self.lines = list(lines)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm", classes="dialog"):
+            yield Static(self.lines[0], classes="title")
+            yield Static("\n".join(self.lines[1:]))
+            yield Static("Enter or y: yes.  Esc: no.", classes="hint")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
