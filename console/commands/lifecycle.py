@@ -111,6 +111,7 @@ async def _main(args: argparse.Namespace) -> int:
             collect=wait,
             watch_onprem=False,
             interval_s=WAIT_INTERVAL_S,
+            who=f"tidectl {args.command}",
         )
     except AssemblyError as error:
         _err(f"tidectl {args.command}: {error}")

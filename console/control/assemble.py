@@ -28,6 +28,7 @@ from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.bootstrap import Bootstrapper
 from tidectl.console.lifecycle.engine import Engine
 from tidectl.console.lifecycle.errors import StoreError
+from tidectl.console.lifecycle.lock import StoreLock
 from tidectl.console.lifecycle.store import Store, default_path
 from tidectl.console.providers.aws import AwsProvider
 from tidectl.console.providers.base import Provider, ProviderError
@@ -67,18 +68,27 @@ async def assemble(
     workload: Workload | None = None,
     fleet: Fleet | None = None,
     interval_s: float = RECONCILE_INTERVAL_S,
+    who: str = "a tidectl control plane",
 ) -> ControlPlane:
     """The control plane for ``config``. ``collect``: watch the nodes' agents over SSH (which
     cloud nodes need to pass the admission gate); ``watch_onprem``: the configured machines
     too, not only cloud nodes. ``workload``: the sim scheduler's job stream (the demo's).
     ``fleet``: the fleet to fill (a console shows its own before the plane is up); by default
-    a new one."""
+    a new one. ``who`` names this control plane in the store's lock (one per store: a second
+    is refused with a sentence naming the first)."""
     _refuse_what_cannot_run(config, in_process_sim)
     closers: list[Closer] = []
+    path = store_path(config, store)
     try:
-        opened = Store.open(store_path(config, store))
+        opened = Store.open(path)
     except (StoreError, OSError) as error:
         raise AssemblyError(f"the lifecycle store cannot be opened: {error}") from None
+    lock = StoreLock(path, who)
+    try:
+        lock.acquire()
+    except StoreError as error:
+        opened.close()
+        raise AssemblyError(str(error)) from None
     try:
         providers = _providers(config.pools, closers)
         scheduler = _scheduler(config, workload)
@@ -113,11 +123,13 @@ async def assemble(
         for close in reversed(closers):
             await close()
         opened.close()
+        lock.release()
         raise
     return ControlPlane(
         config,
         opened,
         engine,
+        lock=lock,
         fleet=fleet,
         scheduler=scheduler,
         background=background,

@@ -30,6 +30,7 @@ from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.burst import BurstRefused, BurstResult
 from tidectl.console.lifecycle.engine import Engine, ReconcileResult
 from tidectl.console.lifecycle.errors import StoreError
+from tidectl.console.lifecycle.lock import StoreLock
 from tidectl.console.lifecycle.operate import ActionFailed, ActionRefused, ActionResult
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import IllegalTransition, State, Transition
@@ -77,6 +78,7 @@ class ControlPlane:
         scheduler: Scheduler | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        lock: StoreLock | None = None,
         interval_s: float = RECONCILE_INTERVAL_S,
     ) -> None:
         self.config = config
@@ -86,6 +88,7 @@ class ControlPlane:
         self._scheduler = scheduler
         self._background = list(background)
         self._closers = list(closers)
+        self._lock_file = lock
         self._interval_s = interval_s
         self._lock = asyncio.Lock()
         self._poke = asyncio.Event()
@@ -124,6 +127,8 @@ class ControlPlane:
             except Exception:  # closing must go on: the store is closed last
                 _log.exception("closing the control plane")
         self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.release()  # last: the store is closed, another may take it
 
     async def __aenter__(self) -> Self:
         await self.start()

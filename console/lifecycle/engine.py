@@ -35,7 +35,7 @@ from tidectl.console.lifecycle.reconcile import (
     Report,
     Terminate,
 )
-from tidectl.console.lifecycle.records import NodeRecord
+from tidectl.console.lifecycle.records import IntentAction, NodeRecord
 from tidectl.console.lifecycle.states import (
     DEFAULT_TIMEOUTS,
     IllegalTransition,
@@ -340,6 +340,21 @@ class Engine:
                 failpoints.reach("reconcile.bootstrapping")
         elif isinstance(action, Adopt):
             await self._adopt(action, now)
+            burst = action.instance.tags.get(INTENT_TAG)
+            if burst is not None and burst in self._cancelled_bursts():
+                # Launched for a burst someone took back: adopted (so it is known and billed)
+                # and ended at once, never brought into the cluster.
+                self.store.transition(
+                    action.node,
+                    State.TERMINATING,
+                    reason=f"its burst {burst[:8]} was cancelled",
+                    actor=ACTOR,
+                    request_id="",
+                    at=self._clock(),
+                )
+                return await self._terminate(
+                    Terminate(action.node, action.instance.instance_id, "burst cancelled")
+                )
         elif isinstance(action, Terminate):
             return await self._terminate(action)
         elif isinstance(action, ConfirmTerminated):
@@ -391,6 +406,13 @@ class Engine:
                 intent_id=instance.tags.get(INTENT_TAG),
                 price_per_hour=price,
             )
+
+    def _cancelled_bursts(self) -> set[str]:
+        return {
+            str(intent.detail.get("intent"))
+            for intent in self.store.intents()
+            if intent.action is IntentAction.CANCEL
+        }
 
     async def _terminate(self, action: Terminate) -> Report | None:
         record = self.store.node(action.node)

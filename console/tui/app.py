@@ -329,7 +329,9 @@ async def _controlling(
     from tidectl.console.control.assemble import AssemblyError, assemble
 
     try:
-        plane = await assemble(config, fleet=fleet, in_process_sim=True, **options)
+        plane = await assemble(
+            config, fleet=fleet, in_process_sim=True, who="tidectl console", **options
+        )
     except AssemblyError as error:
         app.no_plane(str(error))
         async with _collecting(config, fleet):

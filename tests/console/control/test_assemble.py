@@ -74,3 +74,15 @@ async def test_a_sim_burst_goes_active_over_real_ssh_and_drains_out(tmp_path: Pa
         await plane.reconcile_now()  # the pass after the close unlinks them
         assert not set(result.nodes) & set(plane.fleet.nodes)
         assert plane.burn_rate() == 0.0
+
+
+async def test_a_second_control_plane_on_one_store_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path, "")
+    first = await assemble(config, store=tmp_path / "s.sqlite3", collect=False, who="tidectl x")
+    try:
+        with pytest.raises(AssemblyError, match=r"in use by tidectl x \(pid \d+\)"):
+            await assemble(config, store=tmp_path / "s.sqlite3", collect=False)
+    finally:
+        await first.aclose()
+    second = await assemble(config, store=tmp_path / "s.sqlite3", collect=False)
+    await second.aclose()

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.console.lifecycle.world import S, World, settle
+from tests.console.lifecycle.world import CLUSTER, S, World, settle
 from tidectl.console.lifecycle.engine import Engine
 from tidectl.console.lifecycle.operate import ActionFailed, ActionRefused
+from tidectl.console.lifecycle.reconcile import orphan_name
 from tidectl.console.lifecycle.records import IntentAction, IntentStatus
 from tidectl.console.lifecycle.states import NodeKind
-from tidectl.console.providers.base import InstanceState
+from tidectl.console.providers.base import InstanceState, LaunchRequest, ownership_tags
 from tidectl.console.scheduler.base import SchedState, SchedulerUnavailableError
 from tidectl.console.scheduler.workload import JobSpec
 
@@ -228,3 +229,29 @@ async def test_recovery_closes_the_unlaunched_nodes_of_an_interrupted_burst(
     assert "1 unlaunched node(s) closed" in sentence
     await settle(engine, world, {"gpu-lost-1": S.TERMINATED})
     assert world.store.intent(intent.id).status is IntentStatus.FAILED  # type: ignore[union-attr]
+
+
+async def test_an_orphan_of_a_cancelled_burst_is_ended_not_brought_in(world: World) -> None:
+    """A launch whose answer was lost surfaces after its burst was cancelled: it is adopted
+    (known, billed) and terminated at once, never joined."""
+    engine = world.engine()
+    world.default_health = None
+    result = await engine.burst("gpu", count=1, request_id="b", **WHO)
+    assert result.intent_id is not None
+    await engine.cancel(result.intent_id, request_id="c", **WHO)
+    late = await world.cloud.launch(
+        LaunchRequest(
+            pool="gpu",
+            count=1,
+            instance_type="sim.gpu8",
+            region="sim-local",
+            image_id="sim-default",
+            token="lost-answer",
+            tags=ownership_tags(CLUSTER, "gpu", result.intent_id),
+        )
+    )
+    world.default_health = True
+    orphan = orphan_name("gpu", late[0].instance_id)
+    await settle(engine, world, {orphan: S.TERMINATED})
+    assert S.JOINING not in [t.after for t in world.store.history(orphan)]
+    assert await world.scheduler.nodes() == []
