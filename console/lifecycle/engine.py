@@ -23,7 +23,7 @@ from tidectl.console.config.model import PoolSpec
 from tidectl.console.lifecycle import failpoints, reconcile
 from tidectl.console.lifecycle.burst import Burster, BurstResult, price_of
 from tidectl.console.lifecycle.errors import StoreError, UnknownRecord
-from tidectl.console.lifecycle.operate import ActionResult, Operations
+from tidectl.console.lifecycle.operate import Operations
 from tidectl.console.lifecycle.reconcile import (
     Action,
     Adopt,
@@ -153,6 +153,13 @@ class Engine:
             launching=self._burster.in_flight,
             onprem=onprem,
         )
+        # What people ask of nodes that exist (see operate.py), as the engine's own methods.
+        self.drain = self.operations.drain
+        self.resume = self.operations.resume
+        self.terminate = self.operations.terminate
+        self.cancel = self.operations.cancel
+        #: Finish the pending intents a stopped control plane left (once, at start).
+        self.recover = self.operations.recover
         self._timeouts = {name: pool_timeouts(pool) for name, pool in pools.items()}
 
     async def burst(
@@ -188,68 +195,6 @@ class Engine:
         if pool is None or provider is None:
             return None
         return await price_of(pool, provider, pool.instance_types[0])
-
-    async def drain(
-        self,
-        names: Sequence[str],
-        *,
-        reason: str,
-        actor: str,
-        frontend: str,
-        request_id: str,
-        token: str | None = None,
-    ) -> ActionResult:
-        """See :meth:`Operations.drain`."""
-        return await self.operations.drain(
-            names, reason=reason, actor=actor, frontend=frontend, request_id=request_id, token=token
-        )
-
-    async def resume(
-        self,
-        names: Sequence[str],
-        *,
-        actor: str,
-        frontend: str,
-        request_id: str,
-        token: str | None = None,
-        automation: bool = False,
-    ) -> ActionResult:
-        """See :meth:`Operations.resume`."""
-        return await self.operations.resume(
-            names,
-            actor=actor,
-            frontend=frontend,
-            request_id=request_id,
-            token=token,
-            automation=automation,
-        )
-
-    async def terminate(
-        self,
-        names: Sequence[str],
-        *,
-        actor: str,
-        frontend: str,
-        request_id: str,
-        token: str | None = None,
-    ) -> ActionResult:
-        """See :meth:`Operations.terminate`."""
-        return await self.operations.terminate(
-            names, actor=actor, frontend=frontend, request_id=request_id, token=token
-        )
-
-    async def cancel(
-        self, burst_intent: str, *, actor: str, frontend: str, request_id: str
-    ) -> ActionResult:
-        """See :meth:`Operations.cancel`."""
-        return await self.operations.cancel(
-            burst_intent, actor=actor, frontend=frontend, request_id=request_id
-        )
-
-    async def recover(self) -> list[str]:
-        """Finish the pending intents a stopped control plane left (call once at start,
-        before the first reconcile pass). See :meth:`Operations.recover`."""
-        return await self.operations.recover()
 
     # -- observe ----------------------------------------------------------------------------
 
