@@ -60,6 +60,7 @@ from tidectl.console.scheduler.base import (
     SchedulerError,
     UnknownNodeError,
 )
+from tidectl.console.transport.backoff import Backoff
 
 __all__ = ["ACTOR", "LINKED", "Engine", "Linker", "ReconcileResult", "pool_timeouts"]
 
@@ -71,6 +72,10 @@ _SCHEDULED = frozenset({SchedState.IDLE, SchedState.MIXED, SchedState.ALLOCATED}
 _ON_NODE = frozenset({JobState.RUNNING, JobState.COMPLETING})
 
 
+#: A termination not yet confirmed is asked again after this long, doubling (with jitter) up
+#: to the maximum: every pass would hammer a cloud API that is slow or failing.
+TERMINATE_RETRY_MIN_S = 10.0
+TERMINATE_RETRY_MAX_S = 300.0
 #: States in which a cloud node's instance runs and the console should hear its agent.
 LINKED = frozenset(
     {State.BOOTSTRAPPING, State.JOINING, State.ACTIVE, State.DRAINING, State.DRAINED}
@@ -141,6 +146,8 @@ class Engine:
         self._clock = clock
         self._burster = Burster(store, providers, pools, cluster, clock)
         self._linker = linker
+        #: Per node being terminated: when it may be asked again, and its backoff.
+        self._terminate_retry: dict[str, tuple[float, Backoff]] = {}
         #: The scheduler's node names as of the last observe (a join needs no second ask).
         self._in_scheduler: set[str] = set()
         #: Nodes whose link was refused, with the sentence (reported once, not every pass).
@@ -303,6 +310,7 @@ class Engine:
         elif isinstance(action, Terminate):
             return await self._terminate(action)
         elif isinstance(action, ConfirmTerminated):
+            self._terminate_retry.pop(action.node, None)
             # Never recorded (a crash before its commit): nothing to close.
             with contextlib.suppress(UnknownRecord):
                 self.store.confirm_terminated(action.instance_id, now)
@@ -360,6 +368,12 @@ class Engine:
         }
 
     async def _terminate(self, action: Terminate) -> Report | None:
+        due, backoff = self._terminate_retry.get(action.node, (0.0, None))
+        now = self._clock()
+        if now < due:
+            return None  # asked a moment ago: the provider is on it; ask again later
+        backoff = backoff or Backoff(TERMINATE_RETRY_MIN_S, TERMINATE_RETRY_MAX_S)
+        self._terminate_retry[action.node] = (now + backoff.next_delay(), backoff)
         record = self.store.node(action.node)
         provider = self._providers.get(record.pool or "") if record else None
         if provider is None:

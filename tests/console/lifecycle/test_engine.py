@@ -25,6 +25,7 @@ from tidectl.console.providers.base import (
     Instance,
     InstanceState,
     LaunchRequest,
+    UnavailableError,
 )
 from tidectl.console.providers.sim import SimProvider
 from tidectl.console.scheduler.workload import JobSpec
@@ -319,3 +320,37 @@ async def test_a_pass_during_a_launch_does_not_adopt_its_instances(world: World)
     assert result.launched == 2
     await engine.reconcile_once()
     assert sorted(n.name for n in world.store.nodes()) == sorted(result.nodes)
+
+
+class TerminateFails(RoomFor):
+    """The sim cloud whose terminate calls fail (the API is down) until told otherwise."""
+
+    def __init__(self, cloud: SimProvider) -> None:
+        super().__init__(cloud, 99)
+        self.calls = 0
+        self.down = True
+
+    async def terminate(self, instance_ids: Sequence[str]) -> None:
+        self.calls += 1
+        if self.down:
+            raise UnavailableError("the EC2 API does not answer")
+        await self.cloud.terminate(instance_ids)
+
+
+async def test_a_failing_terminate_is_retried_with_backoff_and_reported(world: World) -> None:
+    flaky = TerminateFails(world.cloud)
+    engine = world.engine(POOL, flaky)
+    result = await engine.burst("gpu", count=1, actor="a", frontend="cli", request_id="r1")
+    (name,) = result.nodes
+    await settle(engine, world, {name: S.ACTIVE})
+    await engine.drain([name], reason="done", actor="a", frontend="cli", request_id="d")
+    await settle(engine, world, {name: S.DRAINED})
+    world.clock.skipped += 2 * 3600  # drained and empty for two hours: a zombie
+    reports = [r for _ in range(5) for r in (await engine.reconcile_once()).reports]
+    assert flaky.calls == 1, "asked again on every pass instead of backing off"
+    assert any("failed" in r.sentence and "EC2 API" in r.sentence for r in reports)
+    assert world.states()[name] is S.TERMINATING
+    flaky.down = False
+    world.clock.skipped += 301  # past the longest backoff
+    await settle(engine, world, {name: S.TERMINATED})
+    assert flaky.calls == 2
