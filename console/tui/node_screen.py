@@ -1,7 +1,9 @@
-"""One node in full (Enter on a row): GPUs, IB ports, filesystems, NICs, findings, events."""
+"""One node in full (Enter on a row): its lifecycle, GPUs, IB ports, filesystems, NICs,
+findings, events."""
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -55,7 +57,10 @@ class NodeScreen(Screen[None]):
         if node is None:
             detail.update(f"{self.node_name} is no longer part of the fleet.")
         else:
-            detail.update(node_detail(node, self.fleet.now()))
+            # The console's last read of the store (at most a second old), when a plane runs.
+            feed = getattr(self.app, "life", None)
+            record = feed.records.get(self.node_name) if feed is not None else None
+            detail.update(node_detail(node, self.fleet.now(), record, time.time()))
         self.dirty = False
 
     def action_inject(self) -> None:

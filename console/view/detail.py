@@ -11,9 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from tidectl.console.fleet import NodeState
+from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.model import Severity
 from tidectl.console.view import cells
-from tidectl.console.view.badges import HEALTH_STYLE, LINK_STYLE, health_badge
+from tidectl.console.view.badges import HEALTH_STYLE, LIFE_STYLE, LINK_STYLE, health_badge
 from tidectl.console.view.events import FleetEvent, events_table
 
 GPU_SPARK = 30
@@ -175,8 +176,32 @@ def nics(node: NodeState) -> RenderableType | None:
     return table
 
 
-def node_detail(node: NodeState, now: float) -> Group:
-    parts: list[RenderableType] = [title(node, now), Text(), findings(node)]
+def lifecycle(record: NodeRecord, wall_now: float) -> Text:
+    """Where the node stands in its lifecycle, as the store has it (``wall_now``: the store's
+    clock, wall seconds)."""
+    line = Text("Lifecycle ", style="bold")
+    line.append(f"{record.state}", style=LIFE_STYLE.get(record.state, ""))
+    line.append(f" for {cells.age(wall_now - record.state_since)}")
+    facts = [str(record.kind)]
+    if record.pool:
+        facts.append(f"pool {record.pool}")
+    if record.instance_id:
+        facts.append(f"instance {record.instance_id}")
+    if record.price_per_hour is not None:
+        facts.append(f"${record.price_per_hour:,.2f}/h")
+    line.append(f"  ({', '.join(facts)})", style="dim")
+    return line
+
+
+def node_detail(
+    node: NodeState, now: float, life: NodeRecord | None = None, wall_now: float = 0.0
+) -> Group:
+    """The whole page; ``life`` (the store's record of the node, when it has one) adds its
+    lifecycle line under the title."""
+    parts: list[RenderableType] = [title(node, now)]
+    if life is not None:
+        parts.append(lifecycle(life, wall_now))
+    parts += [Text(), findings(node)]
     for section in (gpus(node), ib_ports(node), filesystems(node), nics(node)):
         if section is not None:
             parts += [Text(), section]

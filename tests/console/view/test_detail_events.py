@@ -13,6 +13,8 @@ from tests.console.view.sim_fleets import (
     mixed_fleet,
 )
 from tidectl.agents.probes.simfaults import Fault
+from tidectl.console.lifecycle.records import NodeRecord
+from tidectl.console.lifecycle.states import NodeKind, State
 from tidectl.console.model import LinkState
 from tidectl.console.view.detail import node_detail
 from tidectl.console.view.events import FleetEvent, events_table, fleet_events
@@ -187,3 +189,25 @@ def test_detail_of_a_failed_probe_says_so() -> None:
     text = rendered(node_detail(sim.state("gpu001"), sim.now))
     assert "GPUs: EIO" in text
     assert "InfiniBand" in text  # the other sections still show
+
+
+def test_a_node_the_store_knows_shows_its_lifecycle_under_the_title() -> None:
+    sim, _ = faulty_node()
+    state = sim.state("gpu001")
+    record = NodeRecord(
+        name="gpu001",
+        kind=NodeKind.CLOUD,
+        pool="burst",
+        state=State.DRAINING,
+        state_since=1000.0,
+        instance_id="i-0abc",
+        intent_id="in-1",
+        created_at=900.0,
+        updated_at=1000.0,
+        price_per_hour=24.0,
+    )
+    lines = rendered(node_detail(state, sim.now, record, wall_now=1180.0)).splitlines()
+    assert lines[1] == ("Lifecycle draining for 3m  (cloud, pool burst, instance i-0abc, $24.00/h)")
+    assert not any(
+        line.startswith("Lifecycle") for line in rendered(node_detail(state, sim.now)).splitlines()
+    )
