@@ -207,7 +207,9 @@ def test_a_node_the_store_knows_shows_its_lifecycle_under_the_title() -> None:
         price_per_hour=24.0,
     )
     lines = rendered(node_detail(state, sim.now, record, wall_now=1180.0)).splitlines()
-    assert lines[1] == ("Lifecycle draining for 3m  (cloud, pool burst, instance i-0abc, $24.00/h)")
+    assert lines[2] == (
+        "Lifecycle draining for 3m  (cloud, pool burst, instance i-0abc, $24.00/h)"
+    )  # under the title
     assert not any(
         line.startswith("Lifecycle") for line in rendered(node_detail(state, sim.now)).splitlines()
     )
