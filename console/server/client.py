@@ -1,0 +1,186 @@
+"""A front end's side of the service: the ControlPlane's actions, over the Unix socket.
+
+``RemotePlane`` answers the calls the CLI makes of a ``ControlPlane`` — the same names, the
+same result types, the same ``Refused``/``Failed`` errors — so a command works unchanged
+against the embedded control plane or a running ``tidectl serve``. The caller's user name is
+not sent: the service reads it from the socket (``peer.py``); only the front end is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import msgspec
+
+from tidectl.console.control.caller import Caller, Frontend
+from tidectl.console.control.errors import ControlError, Failed, Refused
+from tidectl.console.control.plane import Progress
+from tidectl.console.lifecycle.burst import BurstResult
+from tidectl.console.lifecycle.operate import ActionResult
+from tidectl.console.lifecycle.records import NodeRecord
+from tidectl.console.lifecycle.states import State
+from tidectl.console.server.wire import MAX_LINE_BYTES, Request, decode_response, encode
+
+__all__ = ["RemotePlane", "ServiceUnavailable"]
+
+_T = TypeVar("_T")
+
+
+class ServiceUnavailable(ControlError):
+    """No service answers on the socket (not running, or the socket cannot be opened)."""
+
+
+class RemotePlane:
+    """One connection to ``tidectl serve`` at ``path``; ``async with`` (or connect/aclose)."""
+
+    def __init__(self, path: Path, frontend: Frontend) -> None:
+        self.path = path
+        self.frontend = frontend
+        self.user: str | None = None  # as the service saw us
+        self.cluster: str | None = None
+        self.reports: list[str] = []  # the service keeps its own; nothing is mirrored here
+        self._ids = itertools.count(1)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> Self:
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(
+                str(self.path), limit=MAX_LINE_BYTES
+            )
+        except OSError as error:
+            raise ServiceUnavailable(
+                f"no tidectl service answers on {self.path} ({error.strerror}); start it with "
+                "tidectl serve, or leave out --server to act from this process",
+                request_id="",
+            ) from None
+        hello = await self._call("hello", {"frontend": str(self.frontend)})
+        self.user, self.cluster = hello["user"], hello["cluster"]
+        return self
+
+    async def start(self) -> None:
+        """The service runs its own loops: nothing to start here."""
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
+            self._writer = self._reader = None
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the ControlPlane's calls -----------------------------------------------------------
+
+    async def burst(
+        self,
+        caller: Caller,
+        pool: str,
+        *,
+        count: int | None = None,
+        ensure: int | None = None,
+        request_id: str | None = None,
+        token: str | None = None,
+    ) -> BurstResult:
+        params = {"pool": pool, "count": count, "ensure": ensure}
+        params |= {"request_id": request_id, "token": token}
+        return _as(BurstResult, await self._call("burst", params))
+
+    async def drain(
+        self,
+        caller: Caller,
+        nodes: str | Sequence[str],
+        *,
+        reason: str,
+        request_id: str | None = None,
+    ) -> ActionResult:
+        params = {"nodes": _listed(nodes), "reason": reason, "request_id": request_id}
+        return _as(ActionResult, await self._call("drain", params))
+
+    async def resume(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        params = {"nodes": _listed(nodes), "request_id": request_id}
+        return _as(ActionResult, await self._call("resume", params))
+
+    async def terminate(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        params = {"nodes": _listed(nodes), "request_id": request_id}
+        return _as(ActionResult, await self._call("terminate", params))
+
+    async def cancel(
+        self, caller: Caller, burst_intent: str, *, request_id: str | None = None
+    ) -> ActionResult:
+        params = {"intent": burst_intent, "request_id": request_id}
+        return _as(ActionResult, await self._call("cancel", params))
+
+    async def nodes(self, pool: str | None = None) -> list[NodeRecord]:
+        return [_as(NodeRecord, node) for node in await self._call("nodes", {"pool": pool})]
+
+    async def wait(
+        self,
+        nodes: Collection[str],
+        until: Collection[State],
+        *,
+        timeout_s: float,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Progress:
+        """Waits in the service; ``on_progress`` hears the end (the service does not stream
+        each change yet)."""
+        params = {"nodes": list(nodes), "until": [str(s) for s in until], "timeout_s": timeout_s}
+        progress = _as(Progress, await self._call("wait", params))
+        if on_progress is not None:
+            on_progress(progress)
+        return progress
+
+    async def price_per_hour(self, pool: str) -> float | None:
+        price = await self._call("price", {"pool": pool})
+        return None if price is None else float(price)
+
+    # -- the wire ---------------------------------------------------------------------------
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        if self._reader is None or self._writer is None:
+            raise ServiceUnavailable("not connected to the service", request_id="")
+        request = Request(next(self._ids), method, params)
+        async with self._lock:  # one request at a time on a connection: answers come in order
+            try:
+                self._writer.write(encode(request))
+                await self._writer.drain()
+                line = await self._reader.readuntil(b"\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                raise ServiceUnavailable(
+                    f"the service on {self.path} closed the connection; is it still running?",
+                    request_id="",
+                ) from None
+        response = decode_response(line)
+        if response.error is not None:
+            error = response.error
+            if error.kind == "failed":
+                raise Failed(error.message, request_id=error.request_id)
+            if error.kind == "refused":
+                raise Refused(error.message, request_id=error.request_id)
+            raise ServiceUnavailable(
+                f"the service did not take the request: {error.message}", request_id=""
+            )
+        return response.result
+
+
+def _listed(nodes: str | Sequence[str]) -> str | list[str]:
+    return nodes if isinstance(nodes, str) else list(nodes)
+
+
+def _as(kind: type[_T], value: Any) -> _T:
+    """``value`` (plain JSON) as the result type both sides share."""
+    return msgspec.convert(value, type=kind)

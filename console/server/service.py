@@ -1,0 +1,297 @@
+"""``tidectl serve``'s listener: the ControlPlane behind a Unix socket.
+
+Each connection is one client (a CLI call, a console, a notebook); its requests are answered
+in order. The caller is the socket peer's login name (``peer.py``) and the front end its
+``hello`` named: a client cannot speak for another user. A client that sends garbage gets a
+``bad-request`` answer and may go on; one that disconnects mid-request, or is killed, takes
+nothing with it — its request finishes (or fails) in the plane as any other would, and no
+other client waits on it.
+
+The socket file is created with ``mode`` (0660 by default) and, given ``group``, that group:
+who may act is who may open the file. The service opens no TCP port for control; remote
+operators forward the socket over SSH (docs/server.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tidectl.console.control.caller import Caller, Frontend
+from tidectl.console.control.errors import ControlError, Failed
+from tidectl.console.control.plane import ControlPlane
+from tidectl.console.lifecycle.states import State
+from tidectl.console.server.peer import Peer, peer_of
+from tidectl.console.server.wire import (
+    MAX_LINE_BYTES,
+    PROTOCOL,
+    ErrorBody,
+    ErrorKind,
+    Request,
+    Response,
+    decode_request,
+    encode,
+)
+
+__all__ = ["Service", "ServiceError"]
+
+_log = logging.getLogger(__name__)
+#: The longest a client may ask ``wait`` to wait, in seconds.
+MAX_WAIT_S = 24 * 3600.0
+
+
+class ServiceError(Exception):
+    """The service cannot listen where it was asked to; ``str()`` says why."""
+
+
+class BadRequest(Exception):
+    pass
+
+
+Handler = Callable[[Caller, Mapping[str, Any]], Awaitable[Any]]
+
+
+class Service:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        path: Path,
+        *,
+        mode: int = 0o660,
+        group: str | None = None,
+    ) -> None:
+        self.plane = plane
+        self.path = path
+        self.mode = mode
+        self.group = group
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, Handler] = {
+            "burst": self._burst,
+            "drain": self._drain,
+            "resume": self._resume,
+            "terminate": self._terminate,
+            "cancel": self._cancel,
+            "nodes": self._nodes,
+            "wait": self._wait,
+            "price": self._price,
+        }
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        gid = self._group_id()
+        self._clear_stale_socket()
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE_BYTES
+            )
+        except OSError as error:
+            raise ServiceError(f"cannot listen on {self.path}: {error.strerror}") from None
+        os.chmod(self.path, self.mode)
+        if gid is not None:
+            os.chown(self.path, -1, gid)
+
+    async def aclose(self) -> None:
+        """Stop accepting, let requests under way finish, remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _group_id(self) -> int | None:
+        if self.group is None:
+            return None
+        try:
+            return grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            raise ServiceError(
+                f"no group named {self.group!r} on this machine; create it or name another "
+                "in [server] group"
+            ) from None
+
+    def _clear_stale_socket(self) -> None:
+        """A socket file left by a service that died. Ours to remove: the store's lock is
+        held by this process, so no other service can be listening on it."""
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ServiceError(
+                f"{self.path} exists and is not a socket; remove it or choose another path"
+            )
+        self.path.unlink()
+
+    # -- one client -------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            sock: socket.socket = writer.get_extra_info("socket")
+            peer = peer_of(sock)
+            _log.info("client %s (pid %d) connected", peer.user, peer.pid)
+            await self._conversation(peer, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away: nothing of it to keep
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _conversation(
+        self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        frontend = Frontend.CLI
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError:
+                await self._send(writer, _bad(0, f"a request is over {MAX_LINE_BYTES} bytes"))
+                return
+            except asyncio.IncompleteReadError:
+                return  # closed, possibly mid-line
+            try:
+                request = decode_request(line)
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                await self._send(writer, _bad(0, f"not a request: {error}"))
+                continue
+            if request.method == "hello":
+                frontend, answer = self._hello(peer, request)
+                await self._send(writer, answer)
+                continue
+            await self._send(writer, await self._answer(Caller(peer.user, frontend), request))
+
+    def _hello(self, peer: Peer, request: Request) -> tuple[Frontend, Response]:
+        try:
+            frontend = Frontend(request.params.get("frontend", "cli"))
+        except ValueError:
+            known = ", ".join(f.value for f in Frontend)
+            return Frontend.CLI, _bad(request.id, f"front end must be one of {known}")
+        result = {
+            "protocol": PROTOCOL,
+            "user": peer.user,
+            "cluster": self.plane.config.name,
+        }
+        return frontend, Response(request.id, result=result)
+
+    async def _answer(self, caller: Caller, request: Request) -> Response:
+        handler = self._handlers.get(request.method)
+        if handler is None:
+            return _bad(request.id, f"no method {request.method!r}")
+        try:
+            result = await handler(caller, request.params)
+        except BadRequest as error:
+            return _bad(request.id, str(error))
+        except ControlError as error:
+            kind: ErrorKind = "failed" if isinstance(error, Failed) else "refused"
+            return Response(request.id, error=ErrorBody(kind, str(error), error.request_id))
+        return Response(request.id, result=msgspec.to_builtins(result))
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, response: Response) -> None:
+        writer.write(encode(response))
+        await writer.drain()
+
+    # -- the methods ------------------------------------------------------------------------
+
+    async def _burst(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.burst(
+            caller,
+            _text(params, "pool"),
+            count=_number(params, "count"),
+            ensure=_number(params, "ensure"),
+            request_id=_optional_text(params, "request_id"),
+            token=_optional_text(params, "token"),
+        )
+
+    async def _drain(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.drain(
+            caller,
+            _nodes(params),
+            reason=_text(params, "reason"),
+            request_id=_optional_text(params, "request_id"),
+        )
+
+    async def _resume(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.resume(
+            caller, _nodes(params), request_id=_optional_text(params, "request_id")
+        )
+
+    async def _terminate(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.terminate(
+            caller, _nodes(params), request_id=_optional_text(params, "request_id")
+        )
+
+    async def _cancel(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.cancel(
+            caller, _text(params, "intent"), request_id=_optional_text(params, "request_id")
+        )
+
+    async def _nodes(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return self.plane.nodes(_optional_text(params, "pool"))
+
+    async def _wait(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        names = _nodes(params)
+        if isinstance(names, str):
+            raise BadRequest("wait takes a list of node names")
+        try:
+            until = {State(s) for s in params.get("until", [])}
+        except ValueError as error:
+            raise BadRequest(f"until: {error}") from None
+        timeout = params.get("timeout_s", 60.0)
+        if not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_WAIT_S:
+            raise BadRequest(f"timeout_s must be 0 to {MAX_WAIT_S:.0f} seconds")
+        return await self.plane.wait(names, until, timeout_s=float(timeout))
+
+    async def _price(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.price_per_hour(_text(params, "pool"))
+
+
+def _bad(request_id: int, message: str) -> Response:
+    return Response(request_id, error=ErrorBody("bad-request", message))
+
+
+def _text(params: Mapping[str, Any], key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _optional_text(params: Mapping[str, Any], key: str) -> str | None:
+    return None if params.get(key) is None else _text(params, key)
+
+
+def _number(params: Mapping[str, Any], key: str) -> int | None:
+    value = params.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadRequest(f"{key} must be a whole number")
+    return value
+
+
+def _nodes(params: Mapping[str, Any]) -> str | list[str]:
+    value = params.get("nodes")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise BadRequest("nodes must be a node set (a string) or a list of names")
