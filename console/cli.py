@@ -17,7 +17,7 @@ from tidectl.agents import cli as agent_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tidectl.console.commands import console, demo, lifecycle, nodes, run, status
+    from tidectl.console.commands import console, demo, lifecycle, nodes, run, serve, status
     from tidectl.console.sim.cli import add_sim_commands
 
     parser = argparse.ArgumentParser(
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     nodes.add_parser(commands)
     lifecycle.add_parsers(commands)
+    serve.add_parser(commands)
     console.add_parser(commands)
     demo.add_parser(commands)
     add_sim_commands(commands)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_console_command(args: argparse.Namespace) -> int:
-    from tidectl.console.commands import console, demo, lifecycle, nodes, run, status
+    from tidectl.console.commands import console, demo, lifecycle, nodes, run, serve, status
     from tidectl.console.config.loader import ConfigError
     from tidectl.console.demo import DemoError
     from tidectl.console.lifecycle.errors import StoreError
@@ -81,6 +82,7 @@ def _run_console_command(args: argparse.Namespace) -> int:
         "console": console.main,
         "demo": demo.main,
         "nodes": nodes.main,
+        "serve": serve.main,
         **dict.fromkeys(lifecycle.COMMANDS, lifecycle.main),
     }
     try:

@@ -15,15 +15,15 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tidectl.console.config.loader import load_config
 from tidectl.console.control.assemble import AssemblyError, assemble
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import ControlError
-from tidectl.console.control.plane import ControlPlane, Progress, refusal
+from tidectl.console.control.plane import Progress, refusal
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
 from tidectl.console.lifecycle.states import State
@@ -67,6 +67,12 @@ def _parser(
     parser = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:])
     parser.add_argument("-c", "--config", required=True, help="cluster.toml")
     parser.add_argument("--store", type=Path, metavar="PATH", help="the store file")
+    parser.add_argument(
+        "--server",
+        type=Path,
+        metavar="SOCKET",
+        help="act through a running tidectl serve at SOCKET instead of in this process",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -102,6 +108,9 @@ def main(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     wait = bool(getattr(args, "wait", False))
+    caller = Caller.local(Frontend.CLI)
+    if args.server is not None:
+        return await _remote(args, caller)
     try:
         # Only a wait needs the agents' word (the admission gate); the configured on-prem
         # machines are never watched from a one-shot command.
@@ -116,7 +125,6 @@ async def _main(args: argparse.Namespace) -> int:
     except AssemblyError as error:
         _err(f"tidectl {args.command}: {error}")
         return 2
-    caller = Caller.local(Frontend.CLI)
     try:
         if wait:
             await plane.start()
@@ -131,7 +139,57 @@ async def _main(args: argparse.Namespace) -> int:
         await plane.aclose()
 
 
-async def _burst(plane: ControlPlane, caller: Caller, args: argparse.Namespace) -> int:
+async def _remote(args: argparse.Namespace, caller: Caller) -> int:
+    """The same command, carried out by the service at ``args.server`` (as this user: the
+    service reads who we are from the socket)."""
+    from tidectl.console.server.client import RemotePlane
+
+    remote = RemotePlane(args.server, Frontend.CLI)
+    try:
+        await remote.connect()
+        return await COMMANDS[args.command](remote, caller, args)
+    except ControlError as error:
+        if args.json:
+            _print_json({"ok": False, "error": str(error), "request_id": error.request_id})
+        else:
+            _err(f"tidectl {args.command}: {refusal(error)}")
+        return 1
+    finally:
+        await remote.aclose()
+
+
+class Plane(Protocol):
+    """What these commands ask of a control plane: the embedded one or the service's."""
+
+    reports: list[str]
+
+    async def burst(
+        self, caller: Caller, pool: str, *, count: int | None = ..., ensure: int | None = ...
+    ) -> BurstResult: ...
+
+    async def drain(
+        self, caller: Caller, nodes: str | Sequence[str], *, reason: str
+    ) -> ActionResult: ...
+
+    async def resume(self, caller: Caller, nodes: str | Sequence[str]) -> ActionResult: ...
+
+    async def terminate(self, caller: Caller, nodes: str | Sequence[str]) -> ActionResult: ...
+
+    async def cancel(self, caller: Caller, burst_intent: str) -> ActionResult: ...
+
+    async def wait(
+        self,
+        nodes: Collection[str],
+        until: Collection[State],
+        *,
+        timeout_s: float,
+        on_progress: Callable[[Progress], None] | None = ...,
+    ) -> Progress: ...
+
+    async def price_per_hour(self, pool: str) -> float | None: ...
+
+
+async def _burst(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
     if args.ensure:
         result = await plane.burst(caller, args.pool, ensure=args.count)
     elif args.count == 0:
@@ -153,27 +211,27 @@ async def _burst(plane: ControlPlane, caller: Caller, args: argparse.Namespace) 
     return await _finish(plane, args, out, ok, names=result.nodes, until={State.ACTIVE})
 
 
-async def _drain(plane: ControlPlane, caller: Caller, args: argparse.Namespace) -> int:
+async def _drain(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
     reason = args.reason if args.reason is not None else f"drained by {caller.user} via tidectl"
     result = await plane.drain(caller, args.nodes, reason=reason)
     return await _action_done(plane, args, result, {State.DRAINED})
 
 
-async def _resume(plane: ControlPlane, caller: Caller, args: argparse.Namespace) -> int:
+async def _resume(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
     return await _action_done(plane, args, await plane.resume(caller, args.nodes), None)
 
 
-async def _terminate(plane: ControlPlane, caller: Caller, args: argparse.Namespace) -> int:
+async def _terminate(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
     result = await plane.terminate(caller, args.nodes)
     return await _action_done(plane, args, result, {State.TERMINATED})
 
 
-async def _cancel(plane: ControlPlane, caller: Caller, args: argparse.Namespace) -> int:
+async def _cancel(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
     return await _action_done(plane, args, await plane.cancel(caller, args.intent), None)
 
 
 async def _action_done(
-    plane: ControlPlane,
+    plane: Plane,
     args: argparse.Namespace,
     result: ActionResult,
     until: Collection[State] | None,
@@ -204,7 +262,7 @@ async def _action_done(
 
 
 async def _finish(
-    plane: ControlPlane,
+    plane: Plane,
     args: argparse.Namespace,
     out: dict[str, Any],
     ok: bool,
@@ -303,7 +361,7 @@ def _print_json(value: dict[str, Any]) -> None:
     sys.stdout.write("\n")
 
 
-Command = Callable[[ControlPlane, Caller, argparse.Namespace], Coroutine[Any, Any, int]]
+Command = Callable[[Plane, Caller, argparse.Namespace], Coroutine[Any, Any, int]]
 COMMANDS: dict[str, Command] = {
     "burst": _burst,
     "drain": _drain,

@@ -1,0 +1,137 @@
+"""``tidectl serve`` as a real process: it says when it listens, CLI commands attach to it
+with ``--server`` and act as the user running them, a second service on the same store is
+refused naming the first, and SIGTERM stops it cleanly (socket removed, status 0)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tidectl.console.lifecycle.store import Store
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+CONFIG = """\
+[cluster]
+name = "lab"
+[ssh]
+user = "t"
+known_hosts = "known_hosts"
+[[nodes]]
+names = "gpu[1-2]"
+address = "127.0.0.1"
+port = 9
+[scheduler]
+kind = "sim"
+[[pools]]
+name = "burst"
+provider = "sim"
+max_nodes = 4
+boot_delay_s = 0
+[store]
+path = "lab.sqlite3"
+"""
+
+
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="tsrv-", dir="/tmp"))
+    (path / "known_hosts").write_text("")
+    (path / "cluster.toml").write_text(CONFIG)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def tidectl(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "tidectl.console", *argv]
+
+
+def start(folder: Path) -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        tidectl("serve", "-c", str(folder / "cluster.toml")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    ready, _, _ = select.select([server.stdout], [], [], 30)
+    line = server.stdout.readline() if ready else ""
+    return server, line
+
+
+def stop(server: subprocess.Popen[str]) -> int:
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+    try:
+        return server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()  # our own child, by its PID
+        server.wait()
+        raise
+
+
+def test_cli_commands_act_through_a_running_service(folder: Path) -> None:
+    server, ready = start(folder)
+    sock = folder / "lab.sock"
+    try:
+        assert ready.strip() == f"tidectl serve: listening on {sock}", ready
+        config = str(folder / "cluster.toml")
+
+        def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+            command, *rest = argv
+            line = tidectl(command, "-c", config, "--server", str(sock), *rest)
+            return subprocess.run(line, capture_output=True, text=True, timeout=90, check=False)
+
+        burst = cli("burst", "burst", "2", "--wait", "--timeout", "60", "--json")
+        assert burst.returncode == 0, burst.stdout + burst.stderr
+        said = json.loads(burst.stdout)
+        nodes = said["nodes"]
+        assert set(said["wait"]["states"].values()) == {"active"}
+        again = cli("burst", "burst", "2", "--ensure", "--json")
+        assert (again.returncode, json.loads(again.stdout)["launched"]) == (0, 0)
+        drained = cli("drain", nodes[0], "--reason", "done", "--wait", "--timeout", "60")
+        assert drained.returncode == 0 and "all 1 node(s) drained" in drained.stdout, drained
+        refused = cli("terminate", nodes[1])
+        assert refused.returncode == 1 and "it is active; drain it first" in refused.stderr
+        assert cli("terminate", nodes[0]).returncode == 0
+        # A second service on the same store is refused, naming the first.
+        second = subprocess.run(
+            tidectl("serve", "-c", config, "--socket", str(folder / "b.sock")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 2
+        assert f"in use by tidectl serve (pid {server.pid})" in second.stderr
+    finally:
+        status = stop(server)
+    assert status == 0
+    assert not sock.exists()
+    with Store.open(folder / "lab.sqlite3") as store:
+        intents = store.intents()
+        assert {(i.actor, i.frontend) for i in intents} == {(ME, "cli")}
+        assert {n.name for n in store.nodes(pool="burst")} == set(nodes)
+
+
+def test_a_cli_without_a_service_says_so(folder: Path) -> None:
+    config, sock = str(folder / "cluster.toml"), str(folder / "x.sock")
+    done = subprocess.run(
+        tidectl("drain", "-c", config, "--server", sock, "gpu1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "no tidectl service answers on" in done.stderr
