@@ -32,6 +32,7 @@ from tidectl.console.control.errors import ControlError, Failed
 from tidectl.console.control.plane import ControlPlane
 from tidectl.console.lifecycle.states import State
 from tidectl.console.server.peer import Peer, peer_of
+from tidectl.console.server.stream import FleetStream
 from tidectl.console.server.wire import (
     MAX_LINE_BYTES,
     PROTOCOL,
@@ -69,8 +70,12 @@ class Service:
         *,
         mode: int = 0o660,
         group: str | None = None,
+        send_timeout_s: float = 10.0,
     ) -> None:
         self.plane = plane
+        self.send_timeout_s = send_timeout_s
+        #: Streaming clients let go because they stopped reading.
+        self.dropped_clients = 0
         self.path = path
         self.mode = mode
         self.group = group
@@ -178,7 +183,28 @@ class Service:
                 frontend, answer = self._hello(peer, request)
                 await self._send(writer, answer)
                 continue
+            if request.method == "subscribe":
+                await self._subscribe(request, writer)
+                return  # a streaming connection takes no more requests
             await self._send(writer, await self._answer(Caller(peer.user, frontend), request))
+
+    async def _subscribe(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        fleet = self.plane.fleet
+        if fleet is None:
+            await self._send(writer, _bad(request.id, "this service watches no fleet"))
+            return
+        every = request.params.get("every_s", 0.5)
+        if not isinstance(every, int | float) or not 0.05 <= every <= 60:
+            await self._send(writer, _bad(request.id, "every_s must be 0.05 to 60 seconds"))
+            return
+        await self._send(writer, Response(request.id, result={"subscribed": True}))
+        stream = FleetStream(
+            fleet, writer, every_s=float(every), send_timeout_s=self.send_timeout_s
+        )
+        await stream.run()
+        if stream.dropped:
+            self.dropped_clients += 1
+            _log.warning("dropped a client that stopped reading its fleet updates")
 
     def _hello(self, peer: Peer, request: Request) -> tuple[Frontend, Response]:
         try:
