@@ -71,7 +71,8 @@ def _parser(
         "--server",
         type=Path,
         metavar="SOCKET",
-        help="act through a running tidectl serve at SOCKET instead of in this process",
+        help="act through a running tidectl serve at SOCKET instead of in this process "
+        "(default: [server] socket in cluster.toml, if set)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -109,8 +110,9 @@ async def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     wait = bool(getattr(args, "wait", False))
     caller = Caller.local(Frontend.CLI)
-    if args.server is not None:
-        return await _remote(args, caller)
+    server = args.server or config.server.socket
+    if server is not None:
+        return await _remote(args, caller, server)
     try:
         # Only a wait needs the agents' word (the admission gate); the configured on-prem
         # machines are never watched from a one-shot command.
@@ -139,12 +141,12 @@ async def _main(args: argparse.Namespace) -> int:
         await plane.aclose()
 
 
-async def _remote(args: argparse.Namespace, caller: Caller) -> int:
-    """The same command, carried out by the service at ``args.server`` (as this user: the
+async def _remote(args: argparse.Namespace, caller: Caller, server: Path) -> int:
+    """The same command, carried out by the service at ``server`` (as this user: the
     service reads who we are from the socket)."""
     from tidectl.console.server.client import RemotePlane
 
-    remote = RemotePlane(args.server, Frontend.CLI)
+    remote = RemotePlane(server, Frontend.CLI)
     try:
         await remote.connect()
         return await COMMANDS[args.command](remote, caller, args)

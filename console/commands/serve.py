@@ -41,7 +41,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--socket",
         type=Path,
         metavar="PATH",
-        help="where to listen (default: beside the store, CLUSTER.sock)",
+        help="where to listen (default: [server] socket, else beside the store: CLUSTER.sock)",
     )
     parser.add_argument(
         "--group", help="the socket's group: its members may act (the file is mode 0660)"
@@ -71,8 +71,9 @@ async def _serve(args: argparse.Namespace) -> int:
         plane = await assemble(config, store=store, in_process_sim=True, who="tidectl serve")
     except AssemblyError as error:
         raise UsageError(str(error)) from None
-    socket_path = args.socket or default_socket(store, config.name)
-    service = Service(plane, socket_path, group=args.group)
+    socket_path = args.socket or config.server.socket or default_socket(store, config.name)
+    service = Service(plane, socket_path, group=args.group or config.server.group)
+    metrics_address = args.metrics or config.server.metrics
     metrics = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,8 +82,8 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         async with plane:
             await service.start()
-            if args.metrics:
-                metrics = MetricsServer(FleetCollector(plane.fleet, plane), args.metrics)
+            if metrics_address:
+                metrics = MetricsServer(FleetCollector(plane.fleet, plane), metrics_address)
                 await metrics.start()
             said = f"tidectl serve: listening on {socket_path}"
             if metrics is not None:

@@ -26,6 +26,7 @@ from tidectl.console.config.model import ClusterConfig
 from tidectl.console.config.nodes import MAX_NODES, read_nodes
 from tidectl.console.config.pools import read_pools, read_scheduler
 from tidectl.console.config.readers import read_agent, read_health, read_sites, read_ssh
+from tidectl.console.config.server import read_server
 from tidectl.console.config.store import read_store
 from tidectl.console.config.table import ConfigFile, Table
 
@@ -144,6 +145,7 @@ _TABLES: Final = (
     "scheduler",
     "pools",
     "store",
+    "server",
 )
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
@@ -156,6 +158,7 @@ _TABLE_TITLES: Final = {
     "scheduler": "[scheduler]",
     "pools": "[[pools]]",
     "store": "[store]",
+    "server": "[server]",
 }
 
 
@@ -194,6 +197,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     scheduler = read_scheduler(_section(file, root, "scheduler"))
     pools = read_pools(_entries(file, root, "pools"))
     store = read_store(_section(file, root, "store"))
+    server = read_server(_section(file, root, "server"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -206,6 +210,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         pools=pools,
         scheduler=scheduler,
         store=store,
+        server=server,
     )
 
 

@@ -99,6 +99,13 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerSettings:
+    socket: Path | None = None  # None: commands act from their own process
+    group: str | None = None
+    metrics: str | None = None  # "HOST:PORT" the service serves Prometheus metrics on
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSettings:
     path: Path | None = None  # None: per cluster name, under the user's data directory
 
@@ -122,6 +129,7 @@ class ClusterConfig:
     pools: tuple[PoolSpec, ...] = ()
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -113,3 +113,11 @@ def test_the_store_path_is_relative_to_the_file_and_not_a_folder(folder: Path) -
     assert config.store.path == folder / "state" / "lab.sqlite3"
     error = refuse(folder, HEAD + NODES + '[store]\npath = "keys"\n')
     assert (error.line, "is a folder; name a file in it") == (9, error.message[-30:])
+
+
+def test_the_server_socket_is_relative_to_the_file_and_short_enough(folder: Path) -> None:
+    assert load(folder, HEAD + NODES).server.socket is None
+    config = load(folder, HEAD + NODES + '[server]\nsocket = "run/lab.sock"\ngroup = "ops"\n')
+    assert (config.server.socket, config.server.group) == (folder / "run" / "lab.sock", "ops")
+    error = refuse(folder, HEAD + NODES + f'[server]\nsocket = "/{"x" * 120}"\n')
+    assert "a Unix socket's path must be at most 107" in error.message

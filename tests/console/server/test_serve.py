@@ -40,6 +40,8 @@ max_nodes = 4
 boot_delay_s = 0
 [store]
 path = "lab.sqlite3"
+[server]
+socket = "lab.sock"
 """
 
 
@@ -97,8 +99,15 @@ def test_cli_commands_act_through_a_running_service(folder: Path) -> None:
         said = json.loads(burst.stdout)
         nodes = said["nodes"]
         assert set(said["wait"]["states"].values()) == {"active"}
-        again = cli("burst", "burst", "2", "--ensure", "--json")
-        assert (again.returncode, json.loads(again.stdout)["launched"]) == (0, 0)
+        # [server] socket in cluster.toml: a plain command goes to the service too.
+        again = subprocess.run(
+            tidectl("burst", "-c", config, "burst", "2", "--ensure", "--json"),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert (again.returncode, json.loads(again.stdout)["launched"]) == (0, 0), again.stderr
         drained = cli("drain", nodes[0], "--reason", "done", "--wait", "--timeout", "60")
         assert drained.returncode == 0 and "all 1 node(s) drained" in drained.stdout, drained
         refused = cli("terminate", nodes[1])
@@ -125,9 +134,9 @@ def test_cli_commands_act_through_a_running_service(folder: Path) -> None:
 
 
 def test_a_cli_without_a_service_says_so(folder: Path) -> None:
-    config, sock = str(folder / "cluster.toml"), str(folder / "x.sock")
+    config = str(folder / "cluster.toml")
     done = subprocess.run(
-        tidectl("drain", "-c", config, "--server", sock, "gpu1"),
+        tidectl("drain", "-c", config, "gpu1"),  # [server] socket names it; none listens
         capture_output=True,
         text=True,
         timeout=60,
