@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tidectl.console.lifecycle.store import Store
 
@@ -58,9 +60,9 @@ def tidectl(*argv: str) -> list[str]:
     return [sys.executable, "-m", "tidectl.console", *argv]
 
 
-def start(folder: Path) -> tuple[subprocess.Popen[str], str]:
+def start(folder: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
-        tidectl("serve", "-c", str(folder / "cluster.toml")),
+        tidectl("serve", "-c", str(folder / "cluster.toml"), *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -83,10 +85,11 @@ def stop(server: subprocess.Popen[str]) -> int:
 
 
 def test_cli_commands_act_through_a_running_service(folder: Path) -> None:
-    server, ready = start(folder)
+    server, ready = start(folder, "--metrics", "127.0.0.1:0")
     sock = folder / "lab.sock"
     try:
-        assert ready.strip() == f"tidectl serve: listening on {sock}", ready
+        listening, _, metrics_url = ready.strip().partition(", metrics at ")
+        assert listening == f"tidectl serve: listening on {sock}", ready
         config = str(folder / "cluster.toml")
 
         def cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -113,6 +116,16 @@ def test_cli_commands_act_through_a_running_service(folder: Path) -> None:
         refused = cli("terminate", nodes[1])
         assert refused.returncode == 1 and "it is active; drain it first" in refused.stderr
         assert cli("terminate", nodes[0]).returncode == 0
+        # Its Prometheus metrics, read with prometheus_client's own parser.
+        with urllib.request.urlopen(metrics_url, timeout=10) as answer:
+            text = answer.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        counts = {
+            s.labels["state"]: s.value
+            for s in families["tidectl_lifecycle_nodes"].samples
+            if s.labels["pool"] == "burst"
+        }
+        assert counts["active"] == 1  # nodes[1]; nodes[0] is on its way out
         # A second service on the same store is refused, naming the first.
         second = subprocess.run(
             tidectl("serve", "-c", config, "--socket", str(folder / "b.sock")),
