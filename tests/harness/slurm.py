@@ -1,0 +1,312 @@
+"""A real Slurm on loopback, for the slurm scheduler's integration tests.
+
+One private ``munged`` (its own key and socket in the cluster's folder, so no system munged is
+needed or touched), one ``slurmctld`` and one ``slurmd`` per node, all in the foreground as our
+children, all on 127.0.0.1 with their own ports. Debian's slurmd is built with
+``--enable-multiple-slurmd``: every node is ``NodeHostname=localhost NodeAddr=127.0.0.1`` with
+its own ``Port=``, and ``%n`` in the spool, pid and log paths keeps them apart. Without systemd
+and cgroups: ``proctrack/linuxproc``, ``task/none``, ``config_overrides`` (the nodes share the
+host's CPUs), accounting off (so no ``sacct``: a finished job is read with ``scontrol show
+job`` while slurmctld still remembers it, five minutes by default). Facts and gotchas:
+``../shared/notes/slurm.md``.
+
+**Needs root** (slurmd runs jobs as their user) and ``slurm-wlm`` + ``munge`` (``scripts/test``
+installs them): :func:`unavailable_reason` says why not, and the fixtures skip with it.
+
+Everything started is stopped by PID: the daemons get SIGTERM together (each takes about 2 s to
+go), then SIGKILL after a bound; then every process still carrying this cluster's token in its
+environment (slurmstepd and job processes inherit it: the daemons get it from us, jobs from
+:meth:`SlurmCluster.run`'s ``sbatch``) is killed. Nothing is killed by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from tests.harness.sshd import free_port_block
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_FIRST_PORT = 17001
+TOKEN_ENV = "TIDECTL_TEST_SLURM"  # marks every process of one SlurmCluster
+STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sinfo", "squeue", "scontrol", "sbatch", "scancel")
+
+
+class HarnessError(Exception):
+    """The Slurm cluster could not be started or stopped; the message says what to do."""
+
+
+def unavailable_reason() -> str | None:
+    """Why a real Slurm cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "a real Slurm needs root (slurmd runs jobs as their user); run as root, as CI does"
+    missing = [tool for tool in (*DAEMONS, "mungekey", *CLIENTS) if shutil.which(tool) is None]
+    if missing:
+        return (
+            f"Slurm is not installed ({', '.join(missing)} missing): install slurm-wlm and munge "
+            "(bash scripts/test does)"
+        )
+    return None
+
+
+class SlurmCluster:
+    """``count`` on-prem nodes named ``node_name.format(1..count)`` in one partition ``gpu``.
+
+    ``base_dir`` receives the munge key and socket, slurm.conf, state, spool and logs; it is
+    made traversable (0755) because munged refuses a socket whose folders others cannot pass
+    through. Use as a context manager or call :meth:`start` and :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        count: int,
+        *,
+        first_port: int = DEFAULT_FIRST_PORT,
+        node_name: str = "onprem{}",
+        partition: str = "gpu",
+        ready_timeout_s: float = 20.0,
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        self.base_dir = Path(base_dir).resolve()
+        if re.search(r"\s", str(self.base_dir)):
+            raise HarnessError(f"{self.base_dir}: slurm.conf paths may not contain whitespace")
+        self.names: tuple[str, ...] = tuple(node_name.format(i) for i in range(1, count + 1))
+        self.partition = partition
+        self.first_port = first_port
+        self.ready_timeout_s = ready_timeout_s
+        self.token = secrets.token_hex(8)
+        self.conf_path = self.base_dir / "slurm.conf"
+        self.munge_socket = self.base_dir / "munge" / "munge.socket"
+        self.log_dir = self.base_dir / "log"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- what tests use -----------------------------------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables that point Slurm's tools at this cluster (give them to SlurmScheduler)."""
+        return {"SLURM_CONF": str(self.conf_path), TOKEN_ENV: self.token}
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A Slurm command against this cluster (``sbatch``, ``scontrol``...), as text."""
+        done = subprocess.run(
+            argv,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+            cwd=self.base_dir,
+        )
+        if check and done.returncode != 0:
+            raise HarnessError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
+        return done
+
+    def submit(self, command: str, *options: str) -> str:
+        """``sbatch --parsable --wrap COMMAND``; returns the job id."""
+        output = self.run("sbatch", "--parsable", "-o", "/dev/null", *options, "--wrap", command)
+        return output.stdout.strip().split(";")[0]
+
+    def job_fields(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job -o`` as a dict (JobState, ExitCode, RunTime, NodeList...)."""
+        text = self.run("scontrol", "show", "job", "-o", job_id).stdout
+        return dict(re.findall(r"(\w+)=(\S*)", text))
+
+    def reset(self) -> None:
+        """Back to a quiet cluster: every job cancelled, every node resumed and idle."""
+        self.run("scancel", f"--partition={self.partition}", check=False)
+        for name, state in self._states().items():
+            if "drain" in state or "down" in state or state.startswith("drng"):
+                self.run("scontrol", "update", f"NodeName={name}", "State=RESUME", check=False)
+        self.wait_until(self._quiet, "every node idle and no job left")
+
+    def wait_until(
+        self, done: Callable[[], bool], what: str, timeout_s: float | None = None
+    ) -> None:
+        """Poll ``done()`` (Slurm offers no event to await) every 0.1 s until true."""
+        deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
+        while not done():
+            if time.monotonic() > deadline:
+                raise HarnessError(
+                    f"Slurm did not reach '{what}' in time: {self._states()}; logs in "
+                    f"{self.log_dir}"
+                )
+            time.sleep(0.1)
+
+    # -- starting and stopping ----------------------------------------------------------------
+
+    def start(self) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise HarnessError(reason)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop every daemon (SIGTERM together, SIGKILL after a bound) and every process that
+        carries our token, all by PID."""
+        procs = list(self._procs.values())
+        self._procs.clear()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for _ in range(3):  # slurmstepd and jobs leave the tree; their environment says whose
+            tagged = self.tagged_pids()
+            if not tagged:
+                break
+            for pid in tagged:
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.base_dir.chmod(0o755)
+        for sub in ("munge", "state", "spool", "log"):
+            (self.base_dir / sub).mkdir(mode=0o755, exist_ok=True)
+        for name in self.names:
+            (self.base_dir / "spool" / name).mkdir(exist_ok=True)
+        ports = free_port_block(len(self.names) + 1, self.first_port, address=LOOPBACK)
+        self._start_munged()
+        self.conf_path.write_text(self._slurm_conf(ports))
+        self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf_path)])
+        for name in self.names:
+            self._spawn(name, ["slurmd", "-D", "-N", name, "-f", str(self.conf_path)])
+        self.wait_until(self._quiet, "every node idle")
+
+    def _start_munged(self) -> None:
+        key = self.base_dir / "munge" / "munge.key"
+        subprocess.run(["mungekey", "--create", "--keyfile", str(key)], check=True, timeout=10)
+        munge = self.base_dir / "munge"
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={munge / 'munged.pid'}",
+                f"--seed-file={munge / 'munged.seed'}",
+                f"--log-file={self.log_dir / 'munged.log'}",
+            ],
+        )
+        self.wait_until(self.munge_socket.exists, "munged's socket", timeout_s=10)
+
+    def _spawn(self, name: str, argv: Sequence[str]) -> None:
+        with open(self.log_dir / f"{name}.out", "wb") as log:  # the child keeps its own copy
+            self._procs[name] = subprocess.Popen(
+                argv,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+                start_new_session=True,  # a Ctrl-C on pytest reaches pytest, not the daemons
+            )
+
+    def _slurm_conf(self, first_port: int) -> str:
+        d = self.base_dir
+        last = first_port + len(self.names)
+        nodes = ",".join(self.names)
+        return "\n".join(
+            [
+                "ClusterName=tidectltest",
+                f"SlurmctldHost=localhost({LOOPBACK})",
+                f"SlurmctldPort={first_port}",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                "AuthType=auth/munge",
+                "CredType=cred/munge",
+                f"AuthInfo=socket={self.munge_socket}",
+                f"StateSaveLocation={d / 'state'}",
+                f"SlurmdSpoolDir={d / 'spool' / '%n'}",
+                f"SlurmctldPidFile={d / 'slurmctld.pid'}",
+                f"SlurmdPidFile={d / 'spool' / 'slurmd-%n.pid'}",
+                f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
+                f"SlurmdLogFile={self.log_dir / 'slurmd-%n.log'}",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SlurmdParameters=config_overrides",
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+                "JobCompType=jobcomp/none",
+                "MpiDefault=none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core",
+                "ReturnToService=2",
+                # Jobs start on the next scheduling pass; keep passes frequent for quick tests.
+                "SchedulerParameters=sched_interval=1",
+                f"NodeName={nodes} NodeHostname=localhost NodeAddr={LOOPBACK} "
+                f"Port=[{first_port + 1}-{last}] CPUs=2 RealMemory=1000 State=UNKNOWN",
+                f"PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        )
+
+    def _states(self) -> dict[str, str]:
+        done = self.run("sinfo", "-h", "-N", "-p", self.partition, "-o", "%N %t", check=False)
+        return dict(line.split() for line in done.stdout.splitlines() if line.strip())
+
+    def _quiet(self) -> bool:
+        for name, proc in self._procs.items():
+            if proc.poll() is not None:
+                raise HarnessError(
+                    f"{name} exited with code {proc.returncode}; see {self.log_dir}/{name}.out"
+                )
+        states = self._states()
+        if sorted(states) != sorted(self.names) or set(states.values()) != {"idle"}:
+            return False
+        return not self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip()
+
+    def tagged_pids(self) -> set[int]:
+        """PIDs of processes whose environment carries this cluster's token."""
+        wanted = f"{TOKEN_ENV}={self.token}".encode()
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:  # it just ended, or is not ours to read
+                continue
+            if wanted in environ:
+                found.add(int(entry.name))
+        return found
