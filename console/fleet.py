@@ -265,10 +265,15 @@ class Fleet:
         gpus: dict[int, tuple[float | None, ...]] = {}
         mean_util: float | None = None
         if gpu is not None and gpu.error is None and gpu.gpus:
-            # In history.GPU_SERIES order.
-            gpus = {g.index: (g.util_pct, g.temp_c, g.power_w, g.mem_used_bytes) for g in gpu.gpus}
-            utils = [g.util_pct for g in gpu.gpus if g.util_pct is not None]
-            mean_util = sum(utils) / len(utils) if utils else None
+            # One pass over the GPUs for their rows and the mean (every sample of every node).
+            util_sum, util_n = 0.0, 0
+            for g in gpu.gpus:
+                util = g.util_pct
+                gpus[g.index] = (util, g.temp_c, g.power_w, g.mem_used_bytes)  # GPU_SERIES order
+                if util is not None:
+                    util_sum += util
+                    util_n += 1
+            mean_util = util_sum / util_n if util_n else None
         rates = node.rates
         node.history.append(
             now,

@@ -169,10 +169,14 @@ def _pair_ports(before: IbSample | None, ports: list[IbPort]) -> list[IbPort | N
     if before is None:
         return [None] * len(ports)
     olds = before.ports
-    if len(olds) == len(ports) and all(
-        a.port == b.port and a.hca == b.hca for a, b in zip(olds, ports, strict=True)
-    ):
-        return list(olds)
+    if len(olds) == len(ports):
+        # A plain loop, not all() over a generator: this runs for every sample of every node,
+        # and the generator's frame costs more than the comparisons.
+        for a, b in zip(olds, ports, strict=True):
+            if a.port != b.port or a.hca != b.hca:
+                break
+        else:
+            return list(olds)
     by_key = {p.key: p for p in before.ports}
     return [by_key.get(p.key) for p in ports]
 
@@ -526,17 +530,17 @@ class NodeRates:
             return
         gpus = section.gpus
         olds = before.gpus
-        if (
-            not self.gpu_ecc_sbe
-            and len(olds) == len(gpus)
-            and all(
-                a.index == b.index
-                and a.ecc_sbe_volatile == b.ecc_sbe_volatile
-                and a.ecc_dbe_aggregate == b.ecc_dbe_aggregate
-                for a, b in zip(olds, gpus, strict=True)
-            )
-        ):
-            return  # no ECC error counted, no average to decay
+        if not self.gpu_ecc_sbe and len(olds) == len(gpus):
+            # A plain loop, not all() over a generator (see ``_pair_ports``).
+            for a, b in zip(olds, gpus, strict=True):
+                if (
+                    a.index != b.index
+                    or a.ecc_sbe_volatile != b.ecc_sbe_volatile
+                    or a.ecc_dbe_aggregate != b.ecc_dbe_aggregate
+                ):
+                    break
+            else:
+                return  # no ECC error counted, no average to decay
         self._smooth_gpu_ecc(olds, gpus, dt)
 
     def _smooth_gpu_ecc(self, olds: list[Gpu], gpus: list[Gpu], dt: float) -> None:
