@@ -35,6 +35,7 @@ from tidectl.console.providers.base import Provider, ProviderError
 from tidectl.console.providers.sim import SimProvider
 from tidectl.console.scheduler.base import Scheduler
 from tidectl.console.scheduler.sim import SimScheduler
+from tidectl.console.scheduler.slurm import SlurmScheduler
 from tidectl.console.scheduler.workload import Workload
 
 __all__ = ["AssemblyError", "assemble", "store_path"]
@@ -139,11 +140,6 @@ async def assemble(
 
 
 def _refuse_what_cannot_run(config: ClusterConfig, in_process_sim: bool) -> None:
-    if config.scheduler.kind == "slurm":
-        raise AssemblyError(
-            'scheduler kind "slurm" is not wired in yet (it comes with the Slurm work); use '
-            'kind = "none" or, in the demo, "sim"'
-        )
     if in_process_sim:
         return
     if config.scheduler.kind == "sim":
@@ -195,6 +191,9 @@ SIM_NODE_GPUS = 8
 
 
 def _scheduler(config: ClusterConfig, workload: Workload | None) -> Scheduler | None:
+    if config.scheduler.kind == "slurm":
+        # Slurm's tools find the cluster as they do for a person (SLURM_CONF, /etc/slurm).
+        return SlurmScheduler()
     if config.scheduler.kind == "sim":
         # The configured machines are the scheduler's own nodes; cloud nodes join it later.
         onprem = dict.fromkeys((spec.name for spec in config.nodes), SIM_NODE_GPUS)

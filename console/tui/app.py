@@ -3,8 +3,9 @@
 The app owns its source (a worker on the app's event loop, started after the first frame, so
 the screen is up before the first node answers): the cluster's ``ControlPlane``, which runs
 the collector, the reconcile loop and the sim scheduler's clock, and through which every
-lifecycle action goes (``tui.actions``). A config the plane cannot be built from (a Slurm
-scheduler, not wired in yet) gets the collector alone, and says so. The app subscribes to the
+lifecycle action goes (``tui.actions``). A plane that cannot be built here (its store held by a
+running ``tidectl serve``, a store that cannot be opened) leaves the collector alone, and
+says so. The app subscribes to the
 fleet, and reads the plane's lifecycle states once a second (``view.life``).
 Fleet flushes arrive as ``FleetChanged`` messages that coalesce in the queue; the app hands
 the names to every screen, and only the screen showing applies them: hidden views are not

@@ -13,6 +13,7 @@ from tidectl.console.config.model import ClusterConfig
 from tidectl.console.control.assemble import AssemblyError, assemble, store_path
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.lifecycle.states import State
+from tidectl.console.scheduler.slurm import SlurmScheduler
 
 HEAD = '[cluster]\nname = "lab"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
 NODES = '[[nodes]]\nnames = "gpu[1-2]"\n'
@@ -28,7 +29,6 @@ def _config(folder: Path, text: str) -> ClusterConfig:
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ('[scheduler]\nkind = "slurm"\n', "not wired in yet"),
         ('[scheduler]\nkind = "sim"\n', "lives inside the process that runs it"),
         (SIM_POOL, "pool burst is a sim pool"),
     ],
@@ -86,3 +86,12 @@ async def test_a_second_control_plane_on_one_store_is_refused(tmp_path: Path) ->
         await first.aclose()
     second = await assemble(config, store=tmp_path / "s.sqlite3", collect=False)
     await second.aclose()
+
+
+async def test_a_slurm_scheduler_is_reached_through_slurms_own_tools(tmp_path: Path) -> None:
+    config = _config(tmp_path, '[scheduler]\nkind = "slurm"\n')
+    plane = await assemble(config, store=tmp_path / "s.sqlite3", collect=False)
+    try:
+        assert isinstance(plane.engine.operations._scheduler, SlurmScheduler)
+    finally:
+        await plane.aclose()

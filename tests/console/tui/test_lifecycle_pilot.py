@@ -18,6 +18,7 @@ from textual.pilot import Pilot
 from tests.console.tui.helpers import screen_text, wait_for
 from tidectl.console.config.loader import parse_config
 from tidectl.console.config.model import ClusterConfig
+from tidectl.console.control.assemble import store_path
 from tidectl.console.demo import (
     BURST_POOL,
     BURST_POOL_MAX_NODES,
@@ -25,6 +26,7 @@ from tidectl.console.demo import (
     STORE_FILE,
     DemoCluster,
 )
+from tidectl.console.lifecycle.lock import StoreLock
 from tidectl.console.lifecycle.states import State
 from tidectl.console.scheduler.sim import SimScheduler
 from tidectl.console.scheduler.workload import JobSpec
@@ -169,16 +171,21 @@ async def test_a_config_the_plane_refuses_still_shows_the_fleet_and_says_why(
     tmp_path: Path,
 ) -> None:
     said = Said()
-    app = console_app(_config(tmp_path, '[scheduler]\nkind = "slurm"\n'))
+    config = _config(tmp_path, "")
+    # Another control plane (a running tidectl serve) holds the cluster's store.
+    store_path(config).parent.mkdir(parents=True)
+    held = StoreLock(store_path(config), "tidectl serve").acquire()
+    app = console_app(config)
     async with app.run_test(size=SIZE, message_hook=said) as pilot:
         await wait_for(pilot, lambda: app.plane_problem is not None, 10, "the refusal")
-        assert "not wired in yet" in said.all[0][2] and said.all[0][0] == "warning"
+        assert "in use by tidectl serve" in said.all[0][2] and said.all[0][0] == "warning"
         assert [line.key for line in app.fleet_screen.table.lines] == ["gpu1"]
         await pilot.press("b")
         await wait_for(pilot, lambda: len(said.all) > 1, 5, "the key's answer")
-        assert said.all[1][2].startswith("Lifecycle actions are off in this console: scheduler")
+        assert said.all[1][2].startswith("Lifecycle actions are off in this console: the store")
         assert not isinstance(app.screen, BurstDialog)
         assert app.plane is None and "cloud" not in screen_text(app)
+    held.release()
 
 
 async def test_the_demos_console_opens_with_its_pool_scheduler_and_store() -> None:

@@ -132,8 +132,8 @@ def test_refusals_say_what_to_do_instead(refusal: Refusal, state: State, sentenc
 
 def test_without_a_plane_the_keys_say_why() -> None:
     assert no_plane(None) == "The control plane is still starting; try again in a moment."
-    assert no_plane('scheduler kind "slurm" is not wired in yet') == (
-        'Lifecycle actions are off in this console: scheduler kind "slurm" is not wired in yet.'
+    assert no_plane("the store is in use by tidectl serve (pid 7)") == (
+        "Lifecycle actions are off in this console: the store is in use by tidectl serve (pid 7)."
     )
 
 
