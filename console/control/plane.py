@@ -145,6 +145,11 @@ class ControlPlane:
                 # The world moved or did not answer: say so, and try again next pass.
                 _log.warning("reconcile pass failed: %s", error)
                 self._report([f"reconcile pass failed: {error}"])
+            except Exception as error:
+                # A bug, not the world: the loop is what ends billing instances, so it must
+                # outlive one bad pass. Logged with its traceback, reported, tried again.
+                _log.exception("reconcile pass crashed")
+                self._report([f"reconcile pass crashed ({type(error).__name__}: {error})"])
             # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that
             # meets an event already set (an action's poke), and aclose then waited forever.
             with contextlib.suppress(TimeoutError):

@@ -131,3 +131,26 @@ async def test_a_wait_that_times_out_says_where_each_node_stands(
     progress = await plane.wait(result.nodes, {S.ACTIVE}, timeout_s=0.5)
     assert progress.done == 0 and progress.elapsed_s >= 0.5
     assert set(progress.states.values()) <= {S.PROVISIONING, S.BOOTSTRAPPING}
+
+
+async def test_a_pass_that_crashes_is_reported_and_the_loop_goes_on(
+    plane: ControlPlane, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real = plane.engine.reconcile_once
+
+    async def flaky() -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("a bug in a pass")
+        return await real()
+
+    monkeypatch.setattr(plane.engine, "reconcile_once", flaky)
+    async with plane:
+        for _ in range(100):
+            if calls >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert calls >= 3, "the loop stopped after the crash"
+        assert any("reconcile pass crashed (KeyError" in r for r in plane.reports)
