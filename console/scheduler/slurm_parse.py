@@ -22,8 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from ClusterShell.NodeSet import NodeSet, NodeSetParseError
-
+from tidectl.console.nodesets import NodeSetError, expand
 from tidectl.console.scheduler.base import (
     Job,
     JobState,
@@ -178,8 +177,8 @@ def expand_hostlist(hostlist: str, where: str = "Slurm") -> tuple[str, ...]:
     if not hostlist:
         return ()
     try:
-        return tuple(NodeSet(hostlist))
-    except NodeSetParseError as error:
+        return tuple(expand(hostlist))
+    except NodeSetError as error:
         raise SlurmOutputError(
             f"{where}: the node list {hostlist!r} cannot be read ({error})"
         ) from None
