@@ -130,13 +130,7 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         if wait:
             await plane.start()
-        return await COMMANDS[args.command](plane, caller, args)
-    except ControlError as error:
-        if args.json:
-            _print_json({"ok": False, "error": str(error), "request_id": error.request_id})
-        else:
-            _err(f"tidectl {args.command}: {refusal(error)}")
-        return 1
+        return await _carried_out(plane, caller, args)
     finally:
         await plane.aclose()
 
@@ -148,16 +142,29 @@ async def _remote(args: argparse.Namespace, caller: Caller, server: Path) -> int
 
     remote = RemotePlane(server, Frontend.CLI)
     try:
-        await remote.connect()
-        return await COMMANDS[args.command](remote, caller, args)
-    except ControlError as error:
-        if args.json:
-            _print_json({"ok": False, "error": str(error), "request_id": error.request_id})
-        else:
-            _err(f"tidectl {args.command}: {refusal(error)}")
-        return 1
+        try:
+            await remote.connect()
+        except ControlError as error:
+            return _refused(args, error)
+        return await _carried_out(remote, caller, args)
     finally:
         await remote.aclose()
+
+
+async def _carried_out(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
+    """The command's own work; a refusal or failure said, as text or JSON, with status 1."""
+    try:
+        return await COMMANDS[args.command](plane, caller, args)
+    except ControlError as error:
+        return _refused(args, error)
+
+
+def _refused(args: argparse.Namespace, error: ControlError) -> int:
+    if args.json:
+        _print_json({"ok": False, "error": str(error), "request_id": error.request_id})
+    else:
+        _err(f"tidectl {args.command}: {refusal(error)}")
+    return 1
 
 
 class Plane(Protocol):
