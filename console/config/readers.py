@@ -140,16 +140,20 @@ def _check_jump_host(table: Table, jump_host: str) -> None:
         )
 
 
-def _existing_file(table: Table, key: str, text: str, how_to_fix: str) -> Path:
-    """``text`` as a path (``~`` expanded, relative to the file's folder) that must exist."""
+def resolve_path(table: Table, key: str, text: str) -> Path:
+    """``text`` as a path: ``~`` expanded, a relative one relative to the file's folder."""
     try:
         path = Path(text).expanduser()
     except RuntimeError:  # ~someone with no such user, or no home directory at all
         raise table.error(
             key, f"{key} = {as_toml(text)}: cannot expand ~ here; write the full path"
         ) from None
-    if not path.is_absolute():
-        path = table.file.folder / path
+    return path if path.is_absolute() else table.file.folder / path
+
+
+def _existing_file(table: Table, key: str, text: str, how_to_fix: str) -> Path:
+    """``text`` as a path (see :func:`resolve_path`) that must exist."""
+    path = resolve_path(table, key, text)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except OSError as exc:  # a folder on the way we may not enter, a name too long

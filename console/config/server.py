@@ -11,10 +11,8 @@ of acting from their own process. A relative path is relative to cluster.toml's 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tidectl.console.config.errors import as_toml
 from tidectl.console.config.model import ServerSettings
+from tidectl.console.config.readers import resolve_path
 from tidectl.console.config.table import Table
 
 __all__ = ["read_server"]
@@ -32,14 +30,7 @@ def read_server(table: Table | None) -> ServerSettings:
     table.finish()
     socket = None
     if socket_text is not None:
-        try:
-            socket = Path(socket_text).expanduser()
-        except RuntimeError:
-            raise table.error(
-                "socket", f"socket = {as_toml(socket_text)}: cannot expand ~ here"
-            ) from None
-        if not socket.is_absolute():
-            socket = table.file.folder / socket
+        socket = resolve_path(table, "socket", socket_text)
         if len(str(socket).encode()) > MAX_SOCKET_PATH:
             raise table.error(
                 "socket",

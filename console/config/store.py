@@ -9,10 +9,8 @@ burst or drain creates it), but its folder's parent chain must be creatable by t
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tidectl.console.config.errors import as_toml
 from tidectl.console.config.model import StoreSettings
+from tidectl.console.config.readers import resolve_path
 from tidectl.console.config.table import Table
 
 __all__ = ["read_store"]
@@ -25,14 +23,7 @@ def read_store(table: Table | None) -> StoreSettings:
     table.finish()
     if text is None:
         return StoreSettings()
-    try:
-        path = Path(text).expanduser()
-    except RuntimeError:
-        raise table.error(
-            "path", f"path = {as_toml(text)}: cannot expand ~ here; write the full path"
-        ) from None
-    if not path.is_absolute():
-        path = table.file.folder / path
+    path = resolve_path(table, "path", text)
     if path.is_dir():
         raise table.error("path", f"[store] path {path} is a folder; name a file in it")
     return StoreSettings(path=path)
