@@ -23,6 +23,10 @@ def test_close_leaves_no_daemon_and_no_job_process() -> None:
             cluster.wait_until(
                 lambda: cluster.job_fields(job_id)["JobState"] == "RUNNING", "the job running"
             )
+            # RUNNING is reported a moment before slurmstepd has started the job's sleep.
+            cluster.wait_until(
+                lambda: len(cluster.tagged_pids()) >= 5, "the job's processes started"
+            )
             ours = cluster.tagged_pids()  # daemons, slurmstepd and the job's sleep
             assert len(ours) >= 5  # munged, slurmctld, slurmd, slurmstepd, sleep
 
