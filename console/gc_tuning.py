@@ -25,10 +25,19 @@ import time
 YOUNG_THRESHOLD = 20_000
 
 
-def tune_for_streaming() -> None:
-    """Collect young objects less often (see the module's docstring)."""
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+def tune_for_streaming() -> tuple[int, int, int]:
+    """Collect young objects less often (see the module's docstring); returns the thresholds
+    it replaced, for :func:`undo`."""
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, before[1], before[2])
+    return before
+
+
+def undo(threshold: tuple[int, int, int]) -> None:
+    """Back to ``threshold``, nothing frozen: a front end that stops streaming (a console
+    closed inside a longer-lived process) leaves the collector as it found it."""
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def freeze_long_lived() -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tidectl.console.commands.run import UsageError
 from tidectl.console.config.loader import load_config
@@ -23,6 +24,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "without a screen, use tidectl status.",
     )
     parser.add_argument("-c", "--config", required=True, help="cluster.toml")
+    parser.add_argument(
+        "--server",
+        metavar="SOCKET",
+        type=Path,
+        help="attach to the tidectl serve listening on this Unix socket (default: [server] "
+        "socket in cluster.toml, if set); without one, the console runs the control plane",
+    )
 
 
 def require_terminal(without: str) -> None:
@@ -37,4 +45,4 @@ def main(args: argparse.Namespace) -> int:
     require_terminal("use tidectl status -c FILE for a report without a screen")
     from tidectl.console.tui.app import run_console
 
-    return run_console(config)
+    return run_console(config, server=args.server)

@@ -336,6 +336,9 @@ class ControlPlane:
         """Lifecycle moves since row ``after_id`` (for an events view)."""
         return self.store.transitions_since(after_id, limit)
 
+    def last_transition_id(self) -> int:
+        return self.store.last_transition_id()
+
     def burn_rate(self, pool: str | None = None) -> float:
         """Dollars an hour the cloud nodes cost now."""
         return self.store.burn_rate(pool)

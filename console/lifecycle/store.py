@@ -337,6 +337,11 @@ class Store:
         )
         return [(row["id"], _transition(row)) for row in rows]
 
+    def last_transition_id(self) -> int:
+        """The row id of the newest move (0 when none): where a reader starts that wants
+        only the latest moves, not the whole history."""
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM transitions").fetchone()[0])
+
     # -- intents --------------------------------------------------------------------------
 
     def add_intent(

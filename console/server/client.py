@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 import msgspec
 
+from tidectl.console.config.model import PoolSpec
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import ControlError, Failed, Refused
 from tidectl.console.control.plane import Progress
@@ -24,6 +25,7 @@ from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import State
+from tidectl.console.scheduler.base import Job
 from tidectl.console.server.wire import MAX_LINE_BYTES, Request, decode_response, encode
 
 __all__ = ["RemotePlane", "ServiceUnavailable"]
@@ -136,13 +138,22 @@ class RemotePlane:
         timeout_s: float,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> Progress:
-        """Waits in the service; ``on_progress`` hears the end (the service does not stream
-        each change yet)."""
+        """Waits in the service; ``on_progress`` hears every change as the service sees it."""
         params = {"nodes": list(nodes), "until": [str(s) for s in until], "timeout_s": timeout_s}
-        progress = _as(Progress, await self._call("wait", params))
-        if on_progress is not None:
-            on_progress(progress)
-        return progress
+        params["progress"] = on_progress is not None
+
+        def step(value: Any) -> None:
+            if on_progress is not None:
+                on_progress(_as(Progress, value))
+
+        return _as(Progress, await self._call("wait", params, interim=step))
+
+    async def pools(self) -> tuple[PoolSpec, ...]:
+        return tuple(_as(PoolSpec, pool) for pool in await self._call("pools", {}))
+
+    async def jobs_on(self, nodes: Sequence[str]) -> list[Job]:
+        """The jobs running on ``nodes`` now (what a drain lets finish)."""
+        return [_as(Job, job) for job in await self._call("jobs", {"nodes": list(nodes)})]
 
     async def price_per_hour(self, pool: str) -> float | None:
         price = await self._call("price", {"pool": pool})
@@ -150,7 +161,10 @@ class RemotePlane:
 
     # -- the wire ---------------------------------------------------------------------------
 
-    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+    async def _call(
+        self, method: str, params: dict[str, Any], interim: Callable[[Any], None] | None = None
+    ) -> Any:
+        """The final answer's result; ``interim`` hears each interim one before it."""
         if self._reader is None or self._writer is None:
             raise ServiceUnavailable("not connected to the service", request_id="")
         request = Request(next(self._ids), method, params)
@@ -158,13 +172,19 @@ class RemotePlane:
             try:
                 self._writer.write(encode(request))
                 await self._writer.drain()
-                line = await self._reader.readuntil(b"\n")
+                while True:
+                    response = decode_response(await self._reader.readuntil(b"\n"))
+                    if response.id != request.id:
+                        continue  # the answer to a call cancelled while it waited for it
+                    if not response.more:
+                        break
+                    if interim is not None:
+                        interim(response.result)
             except (ConnectionError, asyncio.IncompleteReadError):
                 raise ServiceUnavailable(
                     f"the service on {self.path} closed the connection; is it still running?",
                     request_id="",
                 ) from None
-        response = decode_response(line)
         if response.error is not None:
             error = response.error
             if error.kind == "failed":

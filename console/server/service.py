@@ -31,6 +31,7 @@ from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import ControlError, Failed
 from tidectl.console.control.plane import ControlPlane
 from tidectl.console.lifecycle.states import State
+from tidectl.console.server.life_delta import LifeDelta
 from tidectl.console.server.peer import Peer, peer_of
 from tidectl.console.server.stream import FleetStream
 from tidectl.console.server.wire import (
@@ -60,6 +61,9 @@ class BadRequest(Exception):
 
 
 Handler = Callable[[Caller, Mapping[str, Any]], Awaitable[Any]]
+#: Tells the client one step of a long call's progress (an interim answer).
+Tell = Callable[[Any], None]
+LongHandler = Callable[[Caller, Mapping[str, Any], Tell], Awaitable[Any]]
 
 
 class Service:
@@ -81,6 +85,7 @@ class Service:
         self.group = group
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._handlers: dict[str, Handler] = {
             "burst": self._burst,
             "drain": self._drain,
@@ -88,9 +93,12 @@ class Service:
             "terminate": self._terminate,
             "cancel": self._cancel,
             "nodes": self._nodes,
-            "wait": self._wait,
+            "pools": self._pools,
+            "jobs": self._jobs,
             "price": self._price,
         }
+        #: Long calls, which send interim answers (``more``) before the final one.
+        self._long_handlers: dict[str, LongHandler] = {"wait": self._wait}
 
     # -- life -------------------------------------------------------------------------------
 
@@ -109,6 +117,7 @@ class Service:
 
     async def aclose(self) -> None:
         """Stop accepting, let requests under way finish, remove the socket file."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -156,6 +165,12 @@ class Service:
             await self._conversation(peer, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away: nothing of it to keep
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # aclose() ended this client. Returned, not raised: asyncio's stream callback
+            # (3.11) asks the finished task for its exception, and a cancelled one raises
+            # there, logged as an error at every shutdown.
         finally:
             self._clients.discard(task)
             writer.close()
@@ -186,7 +201,8 @@ class Service:
             if request.method == "subscribe":
                 await self._subscribe(request, writer)
                 return  # a streaming connection takes no more requests
-            await self._send(writer, await self._answer(Caller(peer.user, frontend), request))
+            answer = await self._answer(Caller(peer.user, frontend), request, writer)
+            await self._send(writer, answer)
 
     async def _subscribe(self, request: Request, writer: asyncio.StreamWriter) -> None:
         fleet = self.plane.fleet
@@ -197,9 +213,24 @@ class Service:
         if not isinstance(every, int | float) or not 0.05 <= every <= 60:
             await self._send(writer, _bad(request.id, "every_s must be 0.05 to 60 seconds"))
             return
-        await self._send(writer, Response(request.id, result={"subscribed": True}))
+        detail = request.params.get("detail", "summary")
+        if detail not in ("summary", "full"):
+            await self._send(writer, _bad(request.id, "detail must be summary or full"))
+            return
+        result: dict[str, Any] = {"subscribed": True}
+        life = None
+        if detail == "full":
+            # What a mirror derives its findings with, so it sees what the service sees.
+            result |= {"thresholds": fleet.thresholds, "history_s": fleet.history_s}
+            life = LifeDelta(self.plane)
+        await self._send(writer, Response(request.id, result=msgspec.to_builtins(result)))
         stream = FleetStream(
-            fleet, writer, every_s=float(every), send_timeout_s=self.send_timeout_s
+            fleet,
+            writer,
+            every_s=float(every),
+            send_timeout_s=self.send_timeout_s,
+            detail=detail,
+            life=life,
         )
         await stream.run()
         if stream.dropped:
@@ -219,12 +250,24 @@ class Service:
         }
         return frontend, Response(request.id, result=result)
 
-    async def _answer(self, caller: Caller, request: Request) -> Response:
+    async def _answer(
+        self, caller: Caller, request: Request, writer: asyncio.StreamWriter
+    ) -> Response:
+        def tell(step: Any) -> None:
+            # Buffered, not awaited: a client slow to read its progress holds up nobody;
+            # the final answer's drain waits for all of it.
+            writer.write(encode(Response(request.id, msgspec.to_builtins(step), more=True)))
+
         handler = self._handlers.get(request.method)
-        if handler is None:
+        long_handler = self._long_handlers.get(request.method)
+        if handler is None and long_handler is None:
             return _bad(request.id, f"no method {request.method!r}")
         try:
-            result = await handler(caller, request.params)
+            if long_handler is not None:
+                result = await long_handler(caller, request.params, tell)
+            else:
+                assert handler is not None
+                result = await handler(caller, request.params)
         except BadRequest as error:
             return _bad(request.id, str(error))
         except ControlError as error:
@@ -275,7 +318,16 @@ class Service:
     async def _nodes(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return self.plane.nodes(_optional_text(params, "pool"))
 
-    async def _wait(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+    async def _pools(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return self.plane.pools()
+
+    async def _jobs(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        names = _nodes(params)
+        if isinstance(names, str):
+            raise BadRequest("jobs takes a list of node names")
+        return await self.plane.jobs_on(names)
+
+    async def _wait(self, caller: Caller, params: Mapping[str, Any], tell: Tell) -> Any:
         names = _nodes(params)
         if isinstance(names, str):
             raise BadRequest("wait takes a list of node names")
@@ -286,7 +338,10 @@ class Service:
         timeout = params.get("timeout_s", 60.0)
         if not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_WAIT_S:
             raise BadRequest(f"timeout_s must be 0 to {MAX_WAIT_S:.0f} seconds")
-        return await self.plane.wait(names, until, timeout_s=float(timeout))
+        progress = params.get("progress", False)
+        return await self.plane.wait(
+            names, until, timeout_s=float(timeout), on_progress=tell if progress else None
+        )
 
     async def _price(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return await self.plane.price_per_hour(_text(params, "pool"))

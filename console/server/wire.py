@@ -1,7 +1,9 @@
 """The service's wire: JSON lines over a Unix socket, one request and one response each.
 
 A client sends ``{"id": 1, "method": "drain", "params": {...}}``; the service answers
-``{"id": 1, "result": ...}`` or ``{"id": 1, "error": {"kind": ..., "message": ...}}``. Who
+``{"id": 1, "result": ...}`` or ``{"id": 1, "error": {"kind": ..., "message": ...}}``; a
+long call (``wait``) may first send interim answers, ``{"id": 1, "result": ..., "more":
+true}``, each one a step of its progress. Who
 asks is never in a request: the service reads it from the socket's peer credentials, so a
 client cannot claim to be someone else. ``hello`` first says which front end is calling.
 
@@ -51,6 +53,8 @@ class Response(msgspec.Struct, omit_defaults=True):
     id: int
     result: Any = None
     error: ErrorBody | None = None
+    #: True: an interim answer (a step of a long call's progress); the final one follows.
+    more: bool = False
 
 
 _REQUEST = msgspec.json.Decoder(Request)

@@ -61,6 +61,7 @@ class BurstDialog(ActionDialog[BurstRequest | None]):
         self.records = list(records)
         self.price_of = price_of
         self.prices: dict[str, float | None] = {}
+        self._asking: set[str] = set()  # pools whose price is being asked
         self.form: BurstForm | None = None
 
     def compose(self) -> ComposeResult:
@@ -97,8 +98,10 @@ class BurstDialog(ActionDialog[BurstRequest | None]):
     @on(Input.Changed, "#count")
     def _show(self) -> None:
         pool = self.pool
-        if pool.name not in self.prices:
-            self.run_worker(self._ask_price(pool.name), group="price", exclusive=True)
+        if pool.name not in self.prices and pool.name not in self._asking:
+            # Once per pool, not per keystroke: a price asked of a service is a round trip.
+            self._asking.add(pool.name)
+            self.run_worker(self._ask_price(pool.name), group="price")
         self.form = burst_form(
             pool,
             self.query_one("#count", Input).value,

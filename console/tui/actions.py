@@ -2,7 +2,8 @@
 
 Burst, drain, resume and terminate each check what the console last read of the node first
 (``view.actions``: a terminate of an active node is refused on the spot, nothing called),
-open their dialog, then call the ``ControlPlane`` in a worker — never a provider, scheduler
+open their dialog, then call the control plane (``view.plane.FrontEndPlane``: the embedded
+one or the service's) in a worker — never a provider, scheduler
 or store — and say the outcome: the plane's own sentence, or its refusal as an error.
 """
 
@@ -30,9 +31,9 @@ from tidectl.console.view.actions import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from tidectl.console.control.plane import ControlPlane
     from tidectl.console.scheduler.base import Job
     from tidectl.console.tui.app import ConsoleApp
+    from tidectl.console.view.plane import FrontEndPlane
 
 __all__ = ["LifecycleActions"]
 
@@ -59,7 +60,7 @@ class LifecycleActions:
         elif action == "terminate":
             self._terminate(plane, node)
 
-    def _plane(self) -> ControlPlane | None:
+    def _plane(self) -> FrontEndPlane | None:
         plane = self.app.plane
         if plane is None:
             self.app.notify(no_plane(self.app.plane_problem), severity="warning")
@@ -77,7 +78,7 @@ class LifecycleActions:
 
     # -- the actions -------------------------------------------------------------------------
 
-    def _burst(self, plane: ControlPlane) -> None:
+    def _burst(self, plane: FrontEndPlane) -> None:
         pools = plane.pools()
         if not pools:
             self.app.notify(
@@ -97,14 +98,14 @@ class LifecycleActions:
 
         self.app.push_screen(BurstDialog(pools, records, plane.price_per_hour), chosen)
 
-    def _drain(self, plane: ControlPlane, node: str) -> None:
+    def _drain(self, plane: FrontEndPlane, node: str) -> None:
         refusal = drain_refusal(node, self.app.life.record(node))
         if refusal is not None:
             self._refused(refusal)
             return
         self.app.run_worker(self._open_drain(plane, node), group="lifecycle", exit_on_error=False)
 
-    async def _open_drain(self, plane: ControlPlane, node: str) -> None:
+    async def _open_drain(self, plane: FrontEndPlane, node: str) -> None:
         caller = self._caller()
         if caller is None:
             return
@@ -122,7 +123,7 @@ class LifecycleActions:
         dialog = DrainDialog(node, jobs, default_drain_reason(caller.user), problem)
         self.app.push_screen(dialog, chosen)
 
-    def _resume(self, plane: ControlPlane, node: str) -> None:
+    def _resume(self, plane: FrontEndPlane, node: str) -> None:
         refusal = resume_refusal(node, self.app.life.record(node))
         caller = self._caller() if refusal is None else None
         if refusal is not None:
@@ -130,7 +131,7 @@ class LifecycleActions:
         elif caller is not None:
             self._run(plane.resume(caller, [node]), f"resume of {node}")
 
-    def _terminate(self, plane: ControlPlane, node: str) -> None:
+    def _terminate(self, plane: FrontEndPlane, node: str) -> None:
         record = self.app.life.record(node)
         refusal = terminate_refusal(node, record)
         if refusal is not None or record is None:

@@ -45,13 +45,15 @@ from tidectl.console.view.faults import FaultChoice, fault_choices
 from tidectl.console.view.life import LifeFeed
 
 if TYPE_CHECKING:
-    from tidectl.console.control.plane import ControlPlane
+    from pathlib import Path
+
     from tidectl.console.scheduler.workload import Workload
     from tidectl.console.sim.injector import SimFaults
+    from tidectl.console.view.plane import FrontEndPlane
 
 #: What the app runs once its first frame is up: yields the control plane, or None when the
 #: console runs without one (the collector alone, or a test that feeds the fleet itself).
-Source = Callable[[], AbstractAsyncContextManager["ControlPlane | None"]]
+Source = Callable[[], AbstractAsyncContextManager["FrontEndPlane | None"]]
 #: How long a quit waits for the control plane to close (its store, the sim cloud's servers).
 CLOSE_WAIT_S = 15.0
 
@@ -84,7 +86,7 @@ class ConsoleApp(App[int]):
         self.faults = faults
         self.keymap = dict(keymap or {})
         #: The control plane once it is up; None before, and in a console without one.
-        self.plane: ControlPlane | None = None
+        self.plane: FrontEndPlane | None = None
         #: Why this console has no control plane (its sentence), when it cannot have one.
         self.plane_problem: str | None = None
         self.life = LifeFeed()
@@ -92,6 +94,7 @@ class ConsoleApp(App[int]):
         self.fleet_screen = FleetScreen(fleet, cluster, self.life)
         self._unsubscribe: Callable[[], None] | None = None
         self._frozen = False
+        self._gc_threshold: tuple[int, int, int] | None = None  # as it was before streaming
         self._source_worker: Worker[None] | None = None
         self._life_unread = False  # the last read of the lifecycle failed (said once)
 
@@ -104,7 +107,7 @@ class ConsoleApp(App[int]):
         self._unsubscribe = self.fleet.subscribe(self._fleet_flushed)
         self.set_interval(1.0, self._tick)
         if self.source is not None:
-            gc_tuning.tune_for_streaming()
+            self._gc_threshold = gc_tuning.tune_for_streaming()
             # After the first frame: connecting a thousand nodes starts with importing the
             # transport and opening sockets, work an operator should not stare at a blank
             # terminal through.
@@ -113,6 +116,8 @@ class ConsoleApp(App[int]):
     async def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._gc_threshold is not None:
+            gc_tuning.undo(self._gc_threshold)
         # Wait for the control plane to close (Textual only cancels workers): its store is
         # closed and the sim cloud's instances end with the console, not after it.
         worker = self._source_worker
@@ -324,7 +329,7 @@ async def _collecting(config: ClusterConfig, fleet: Fleet) -> AsyncIterator[obje
 @contextlib.asynccontextmanager
 async def _controlling(
     config: ClusterConfig, fleet: Fleet, app: ConsoleApp, options: Mapping[str, Any]
-) -> AsyncIterator[ControlPlane | None]:
+) -> AsyncIterator[FrontEndPlane | None]:
     """The cluster's control plane on ``fleet``, running; the collector alone (and None) when
     the config asks for what cannot run here."""
     from tidectl.console.control.assemble import AssemblyError, assemble
@@ -342,22 +347,55 @@ async def _controlling(
         yield plane
 
 
+@contextlib.asynccontextmanager
+async def _attached(
+    server: Path, config: ClusterConfig, fleet: Fleet, app: ConsoleApp, options: Mapping[str, Any]
+) -> AsyncIterator[FrontEndPlane | None]:
+    """The service's control plane, mirrored; when no service answers, the console's own
+    (which the store's lock refuses while a service holds it: then the collector alone)."""
+    from tidectl.console.server.attach import AttachedPlane
+    from tidectl.console.server.client import ServiceUnavailable
+
+    def say(sentence: str) -> None:
+        app.notify(sentence, severity="warning", timeout=10)
+
+    attached = AttachedPlane(server, fleet, on_status=say)
+    try:
+        await attached.__aenter__()
+    except ServiceUnavailable as error:
+        say(f"{error}. This console runs the control plane itself.")
+        async with _controlling(config, fleet, app, options) as plane:
+            yield plane
+        return
+    try:
+        app.notify(f"Attached to the tidectl service on {server} as {attached.remote.user}.")
+        yield attached
+    finally:
+        await attached.__aexit__(None, None, None)
+
+
 def console_app(
     config: ClusterConfig,
     *,
     faults: SimFaults | None = None,
     workload: Workload | None = None,
     interval_s: float | None = None,
+    server: Path | None = None,
 ) -> ConsoleApp:
     """The console over ``config``'s nodes, with the cluster's control plane once it runs.
     ``workload``: the sim scheduler's job stream (the demo's); ``interval_s``: seconds between
-    reconcile passes (the plane's default when None)."""
+    reconcile passes (the plane's default when None); ``server``: the socket of a
+    ``tidectl serve`` to attach to (default: ``[server] socket``, when set)."""
     fleet = Fleet(config.nodes, config.health)
     app = ConsoleApp(fleet, config.name, faults=faults, keymap=config.console.keymap)
     options: dict[str, Any] = {"workload": workload}
     if interval_s is not None:
         options["interval_s"] = interval_s
-    app.source = lambda: _controlling(config, fleet, app, options)
+    socket = server or config.server.socket
+    if socket is not None:
+        app.source = lambda: _attached(socket, config, fleet, app, options)
+    else:
+        app.source = lambda: _controlling(config, fleet, app, options)
     return app
 
 
@@ -366,7 +404,8 @@ def run_console(
     *,
     faults: SimFaults | None = None,
     workload: Workload | None = None,
+    server: Path | None = None,
 ) -> int:
     """Run the console until the operator quits; returns the exit status."""
-    result = console_app(config, faults=faults, workload=workload).run()
+    result = console_app(config, faults=faults, workload=workload, server=server).run()
     return 0 if result is None else result

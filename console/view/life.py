@@ -34,8 +34,11 @@ NEW = "new"
 class LifeSource(Protocol):
     """The ControlPlane's reads this view needs."""
 
-    reports: list[str]
-    reported: int
+    @property
+    def reports(self) -> list[str]: ...
+
+    @property
+    def reported(self) -> int: ...
 
     def nodes(self, pool: str | None = None, *, live_only: bool = False) -> list[NodeRecord]: ...
 

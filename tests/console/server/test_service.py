@@ -12,54 +12,21 @@ import pwd
 import shutil
 import stat
 import subprocess
-import tempfile
 import textwrap
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.console.lifecycle.world import POOL, S, World
-from tidectl.console.config.loader import parse_config
+from tests.console.lifecycle.world import S, World
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import Refused
-from tidectl.console.control.plane import ControlPlane
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.server.client import RemotePlane, ServiceUnavailable
 from tidectl.console.server.service import Service, ServiceError
 
 ANY = Caller("ignored", Frontend.NOTEBOOK)  # the service never reads a caller's user
 ME = pwd.getpwuid(os.getuid()).pw_name
-
-
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    """A short folder: a Unix socket's path must fit in 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="tsv-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def service(world: World, folder: Path) -> AsyncIterator[Service]:
-    (folder / "known_hosts").write_text("")
-    text = (
-        '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
-        '[[nodes]]\nnames = "gpu[1-2]"\n'
-    )
-    config = replace(parse_config(text, folder / "cluster.toml"), pools=(POOL,))
-    plane = ControlPlane(
-        config, world.store, world.engine(), scheduler=world.scheduler, interval_s=0.05
-    )
-    await plane.start()
-    running = Service(plane, folder / "s.sock")
-    await running.start()
-    yield running
-    await running.aclose()
-    await plane.aclose()
 
 
 async def test_actions_run_as_the_socket_peer_and_return_the_planes_types(

@@ -48,3 +48,16 @@ async def test_a_console_without_a_collector_leaves_gc_alone(restored_gc: None) 
         await pilot.pause(1.2)
         assert gc.get_threshold() == before
         assert gc.get_freeze_count() == 0
+
+
+async def test_a_closed_console_leaves_the_collector_as_it_found_it(restored_gc: None) -> None:
+    """A console inside a longer-lived process (a notebook, a test run) must not leave the
+    process frozen and tuned after it quits (a frozen test run failed the next test's check)."""
+    before = gc.get_threshold()
+    fleet, _, _ = fed_fleet(2)
+    app = ConsoleApp(fleet, "c", source=quiet_source)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: gc.get_freeze_count() > 0, 5, "the freeze")
+        assert gc.get_threshold()[0] == gc_tuning.YOUNG_THRESHOLD
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
