@@ -17,7 +17,16 @@ from tidectl.agents import cli as agent_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tidectl.console.commands import console, demo, lifecycle, nodes, run, serve, status
+    from tidectl.console.commands import (
+        console,
+        demo,
+        lifecycle,
+        nodes,
+        run,
+        serve,
+        slurm,
+        status,
+    )
     from tidectl.console.sim.cli import add_sim_commands
 
     parser = argparse.ArgumentParser(
@@ -39,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_parser(commands)
     lifecycle.add_parsers(commands)
     serve.add_parser(commands)
+    slurm.add_parser(commands)
     console.add_parser(commands)
     demo.add_parser(commands)
     add_sim_commands(commands)
@@ -69,7 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_console_command(args: argparse.Namespace) -> int:
-    from tidectl.console.commands import console, demo, lifecycle, nodes, run, serve, status
+    from tidectl.console.commands import (
+        console,
+        demo,
+        lifecycle,
+        nodes,
+        run,
+        serve,
+        slurm,
+        status,
+    )
     from tidectl.console.config.loader import ConfigError
     from tidectl.console.demo import DemoError
     from tidectl.console.lifecycle.errors import StoreError
@@ -83,6 +102,7 @@ def _run_console_command(args: argparse.Namespace) -> int:
         "demo": demo.main,
         "nodes": nodes.main,
         "serve": serve.main,
+        "slurm": slurm.main,
         **dict.fromkeys(lifecycle.COMMANDS, lifecycle.main),
     }
     try:

@@ -90,6 +90,10 @@ class PoolSpec:
     #: True: a burst that cannot get every node gets none (and releases what it got).
     all_or_nothing: bool = False
     boot_delay_s: float = 5.0  # sim provider only: how long its instances take to boot
+    #: The Slurm CLOUD node names (NodeName in slurm.conf) this pool's instances become, in
+    #: order: bursts take the first free ones, and ``tidectl slurm resume`` names them.
+    #: Empty: nodes are named ``POOL-INTENT-N`` (no Slurm power saving).
+    slurm_nodes: tuple[str, ...] = ()
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
 
 

@@ -12,6 +12,7 @@
     gpus_per_node = 8
     max_nodes = 16
     image_id = "ami-0123456789abcdef0"
+    slurm_nodes = "cloud[01-16]"      # optional: the Slurm CLOUD NodeNames it backs
 
 Every value is checked here, with the line and a sentence, before anything can be launched.
 """
@@ -25,6 +26,8 @@ from typing import Final
 from tidectl.console.config.errors import on_line
 from tidectl.console.config.model import BootstrapSettings, PoolSpec, SchedulerSettings
 from tidectl.console.config.table import Table
+from tidectl.console.nodesets import NodeSetError, expand
+from tidectl.console.scheduler.base import SchedulerError, check_node_name
 
 PROVIDERS: Final = ("sim", "aws")
 SCHEDULERS: Final = ("none", "sim", "slurm")
@@ -62,8 +65,22 @@ def read_pools(tables: list[Table]) -> tuple[PoolSpec, ...]:
                     f'pool "{pool.name}" is defined twice (first in [[pools]] #{index + 1}'
                     f"{on_line(first)}); give each pool its own name",
                 )
+        _check_slurm_names_unique(table, pool, pools)
         pools.append(pool)
     return tuple(pools)
+
+
+def _check_slurm_names_unique(table: Table, pool: PoolSpec, earlier: list[PoolSpec]) -> None:
+    """A CLOUD node name backs one pool: Slurm's resume of it must say where to launch."""
+    mine = set(pool.slurm_nodes)
+    for other in earlier:
+        shared = sorted(mine.intersection(other.slurm_nodes))
+        if shared:
+            raise table.error(
+                "slurm_nodes",
+                f'pool "{pool.name}" and pool "{other.name}" both name {", ".join(shared[:5])} '
+                "in slurm_nodes; each Slurm CLOUD node belongs to one pool",
+            )
 
 
 def _read_pool(table: Table) -> PoolSpec:
@@ -109,7 +126,8 @@ def _read_pool(table: Table) -> PoolSpec:
                 "ami-0123456789abcdef0",
             )
     gpus = table.integer("gpus_per_node", 8, 0, 64)
-    max_nodes = table.integer("max_nodes", None, 1, MAX_POOL_NODES)
+    slurm_nodes = _slurm_nodes(table, name)
+    max_nodes = table.integer("max_nodes", len(slurm_nodes) or None, 1, MAX_POOL_NODES)
     if max_nodes is None:
         raise table.error(
             None,
@@ -135,9 +153,33 @@ def _read_pool(table: Table) -> PoolSpec:
         all_or_nothing=table.boolean("all_or_nothing", False),
         boot_delay_s=table.number("boot_delay_s", 5.0, at_least=0.0, at_most=3600.0),
         bootstrap=bootstrap,
+        slurm_nodes=slurm_nodes,
     )
     table.finish()
     return pool
+
+
+def _slurm_nodes(table: Table, pool: str) -> tuple[str, ...]:
+    """The pool's Slurm CLOUD node names, from a node set like ``"cloud[01-16]"``."""
+    pattern = table.string("slurm_nodes", None, example='slurm_nodes = "cloud[01-16]"')
+    if pattern is None:
+        return ()
+    try:
+        names = expand(pattern)
+    except NodeSetError as error:
+        raise table.error(
+            "slurm_nodes", f'slurm_nodes "{pattern}" (in pool "{pool}") is not a node set: {error}'
+        ) from None
+    if len(names) > MAX_POOL_NODES:
+        raise table.error(
+            "slurm_nodes", f'slurm_nodes (in pool "{pool}") names over {MAX_POOL_NODES} nodes'
+        )
+    for name in names:
+        try:
+            check_node_name(name)
+        except SchedulerError as error:
+            raise table.error("slurm_nodes", f'in pool "{pool}": {error}') from None
+    return tuple(names)
 
 
 def _strings(table: Table, key: str, default: str | None) -> list[str] | None:

@@ -145,15 +145,16 @@ def _refuse_what_cannot_run(config: ClusterConfig, in_process_sim: bool) -> None
     if config.scheduler.kind == "sim":
         raise AssemblyError(
             "the sim scheduler lives inside the process that runs it, and this command "
-            "exits when it is done, taking the queue with it; use tidectl demo or tidectl "
-            'console for a sim scheduler, or kind = "none"'
+            "exits when it is done, taking the queue with it; run it in tidectl serve (and "
+            'name its socket in [server]), tidectl demo or tidectl console, or kind = "none"'
         )
     sim_pools = [p.name for p in config.pools if p.provider == "sim"]
     if sim_pools:
         raise AssemblyError(
             f"pool {', '.join(sim_pools)} is a sim pool: its instances live inside the "
             "process that launched them and would end when this command exits; burst it "
-            "from tidectl demo or tidectl console (key b)"
+            "through tidectl serve (name its socket in [server]), or from tidectl demo or "
+            "tidectl console (key b)"
         )
 
 

@@ -20,6 +20,7 @@ class Frontend(enum.StrEnum):
     NOTEBOOK = "notebook"
     PLAYBOOK = "playbook"
     SERVICE = "service"  # the control plane's own automation (reconcile, policies)
+    SLURM = "slurm"  # Slurm's power-saving programs (tidectl slurm resume|suspend|resume-fail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,9 @@ from tidectl.console.lifecycle.burst import BurstRefused, BurstResult
 from tidectl.console.lifecycle.engine import Engine, ReconcileResult
 from tidectl.console.lifecycle.errors import StoreError
 from tidectl.console.lifecycle.lock import StoreLock
-from tidectl.console.lifecycle.operate import ActionFailed, ActionRefused, ActionResult
-from tidectl.console.lifecycle.records import NodeRecord
-from tidectl.console.lifecycle.states import IllegalTransition, State, Transition
+from tidectl.console.lifecycle.operate import ActionFailed, ActionRefused, ActionResult, EndWhy
+from tidectl.console.lifecycle.records import IntentAction, NodeRecord
+from tidectl.console.lifecycle.states import IllegalTransition, NodeKind, State, Transition
 from tidectl.console.lifecycle.store import Store
 from tidectl.console.nodesets import expand
 from tidectl.console.providers.base import ProviderError
@@ -254,6 +254,84 @@ class ControlPlane:
                 burst_intent, actor=caller.user, frontend=caller.frontend, request_id=rid
             ),
         )
+
+    # -- Slurm's power saving ---------------------------------------------------------------
+
+    async def slurm_resume(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> list[BurstResult]:
+        """Slurm's ResumeProgram: launch the CLOUD nodes named (a burst per pool whose
+        ``slurm_nodes`` holds them); nodes live already are left as they are, so Slurm may
+        ask again. A name no pool holds refuses the whole call (a config mismatch)."""
+        rid = self._begin(caller, "slurm-resume", request_id)
+        by_pool = self._slurm_pools(self._names(nodes, rid), rid)
+        return [
+            await self._act(
+                rid,
+                self.engine.burst(
+                    pool,
+                    names=names,
+                    actor=caller.user,
+                    frontend=caller.frontend,
+                    request_id=rid,
+                    token=f"burst:{rid}:{pool}",
+                ),
+            )
+            for pool, names in by_pool.items()
+        ]
+
+    async def slurm_suspend(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        """Slurm's SuspendProgram: end the CLOUD nodes its power saving is taking down (idle:
+        they are drained on the way, and refused if a job is on one)."""
+        return await self._slurm_end(caller, nodes, EndWhy.POWERED_DOWN, request_id)
+
+    async def slurm_resume_failed(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        """Slurm's ResumeFailProgram: the nodes' slurmd never registered within ResumeTimeout;
+        they become failed (with that reason) and their instances are terminated."""
+        return await self._slurm_end(caller, nodes, EndWhy.NEVER_REGISTERED, request_id)
+
+    async def _slurm_end(
+        self, caller: Caller, nodes: str | Sequence[str], why: EndWhy, request_id: str | None
+    ) -> ActionResult:
+        rid = self._begin(caller, f"slurm-{why}", request_id)
+        names = self._names(nodes, rid)
+        # Only what tidectl launched and has not ended: Slurm may name nodes twice, or nodes
+        # it never resumed through tidectl (asking again must do nothing).
+        live = [
+            name
+            for name in names
+            if (record := self.store.node(name)) is not None
+            and record.kind is NodeKind.CLOUD
+            and record.state is not State.TERMINATED
+        ]
+        if not live:
+            sentence = f"none of {len(names)} node(s) is a live cloud node: nothing to end"
+            return ActionResult(IntentAction.TERMINATE, "", (), sentence=sentence)
+        return await self._act(
+            rid,
+            self.engine.terminate(
+                live, actor=caller.user, frontend=caller.frontend, request_id=rid, why=why
+            ),
+        )
+
+    def _slurm_pools(self, names: Sequence[str], rid: str) -> dict[str, list[str]]:
+        """The names by the pool whose ``slurm_nodes`` holds them, in the order given."""
+        owner = {name: pool.name for pool in self.config.pools for name in pool.slurm_nodes}
+        foreign = [name for name in names if name not in owner]
+        if foreign:
+            raise Refused(
+                f"no pool has {', '.join(foreign[:5])} in its slurm_nodes; add them to a pool's "
+                "slurm_nodes in cluster.toml (they must match CLOUD NodeNames in slurm.conf)",
+                request_id=rid,
+            )
+        by_pool: dict[str, list[str]] = {}
+        for name in dict.fromkeys(names):
+            by_pool.setdefault(owner[name], []).append(name)
+        return by_pool
 
     def _begin(self, caller: Caller, action: str, request_id: str | None) -> str:
         """The one door every action passes: the request id, and (with [security]) the role

@@ -15,7 +15,7 @@ preference order is tried.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tidectl.console.config.model import PoolSpec
@@ -154,17 +154,26 @@ class Burster:
         frontend: str,
         request_id: str,
         token: str | None,
+        names: Sequence[str] | None = None,
     ) -> BurstResult:
-        pool, provider = self._check(pool_name, count, ensure)
+        """Add ``count`` nodes, bring the pool to ``ensure`` live nodes, or launch the Slurm
+        CLOUD nodes ``names`` (those of the pool's ``slurm_nodes`` not live already: asking
+        again launches nothing twice)."""
+        pool, provider = self._check(pool_name, count, ensure, names)
         token = token or default_token(request_id)
         store, now = self._store, self._clock()
         existing = store.intent_by_token(token)
         live = len([n for n in store.nodes(pool=pool.name) if n.state not in _ENDED])
-        wanted = count if count is not None else max(0, (ensure or 0) - live)
-        if existing is None and count is not None and live + count > pool.max_nodes:
+        free = self._free_of(pool, names) if names is not None else None
+        if free is not None:
+            wanted = len(free)
+        else:
+            wanted = count if count is not None else max(0, (ensure or 0) - live)
+        adds = count is not None or names is not None  # (ensure never passes max_nodes)
+        if existing is None and adds and live + wanted > pool.max_nodes:
             raise BurstRefused(
                 f"pool {pool.name} has {live} node(s) and allows at most {pool.max_nodes}: "
-                f"adding {count} would make {live + count}; ask for at most "
+                f"adding {wanted} would make {live + wanted}; ask for at most "
                 f"{max(0, pool.max_nodes - live)} or raise max_nodes in cluster.toml"
             )
         intent = store.add_intent(
@@ -177,34 +186,42 @@ class Burster:
             at=now,
             count=count,
             target=ensure,
+            detail={"nodes": list(names)} if names is not None else None,
         )
         if existing is not None:
             return self._replay(intent, pool)
         if wanted <= 0:
             store.set_intent_status(intent.id, IntentStatus.DONE, at=self._clock())
             return BurstResult(
-                pool.name,
-                intent.id,
-                0,
-                0,
-                (),
-                sentence=f"pool {pool.name} already has {live} node(s) of {ensure}: nothing to do",
+                pool.name, intent.id, 0, 0, (), sentence=self._nothing_to_do(pool, live, ensure)
             )
-        names = [f"{pool.name}-{intent.id[:8]}-{n}" for n in range(1, wanted + 1)]
-        for name in names:
-            store.add_node(
-                name,
-                NodeKind.CLOUD,
-                pool.name,
-                State.REQUESTED,
-                now,
-                reason=f"burst of {wanted} asked by {actor} ({frontend})",
-                actor=actor,
-                request_id=request_id,
-                intent_id=intent.id,
-            )
+        chosen = free if free is not None else self._new_names(pool, intent.id, wanted)
+        reason = f"burst of {wanted} asked by {actor} ({frontend})"
+        for name in chosen:
+            if store.node(name) is None:
+                store.add_node(
+                    name,
+                    NodeKind.CLOUD,
+                    pool.name,
+                    State.REQUESTED,
+                    now,
+                    reason=reason,
+                    actor=actor,
+                    request_id=request_id,
+                    intent_id=intent.id,
+                )
+            else:
+                store.relaunch(
+                    name,
+                    pool.name,
+                    intent.id,
+                    now,
+                    reason=reason,
+                    actor=actor,
+                    request_id=request_id,
+                )
         failpoints.reach("burst.before-launch")
-        job = _Launching(intent, pool, provider, list(names))
+        job = _Launching(intent, pool, provider, list(chosen))
         self.in_flight.add(intent.id)
         try:
             await self._launch_all(job, actor, request_id)
@@ -214,8 +231,42 @@ class Burster:
 
     # -- checks -----------------------------------------------------------------------------
 
+    def _free_of(self, pool: PoolSpec, names: Sequence[str]) -> list[str]:
+        """Of the Slurm CLOUD nodes ``names``, those to launch: neither live nor failed (a
+        failed one is still being cleaned up; Slurm asks again after its ResumeTimeout)."""
+        free = []
+        for name in dict.fromkeys(names):
+            record = self._store.node(name)
+            if record is None or record.state is State.TERMINATED:
+                free.append(name)
+        return free
+
+    def _new_names(self, pool: PoolSpec, intent_id: str, wanted: int) -> list[str]:
+        """Names for ``wanted`` new nodes: the first free ones of the pool's Slurm CLOUD
+        nodes, or ``POOL-INTENT-N`` for a pool without them."""
+        if not pool.slurm_nodes:
+            return [f"{pool.name}-{intent_id[:8]}-{n}" for n in range(1, wanted + 1)]
+        free = self._free_of(pool, pool.slurm_nodes)
+        if len(free) < wanted:
+            raise BurstRefused(
+                f"pool {pool.name} has {len(free)} of its {len(pool.slurm_nodes)} Slurm node "
+                f"names free (slurm_nodes), not {wanted}; ask for fewer, or add names to "
+                "slurm_nodes and slurm.conf"
+            )
+        return free[:wanted]
+
+    @staticmethod
+    def _nothing_to_do(pool: PoolSpec, live: int, ensure: int | None) -> str:
+        if ensure is None:
+            return f"every node named is live in pool {pool.name} already: nothing to do"
+        return f"pool {pool.name} already has {live} node(s) of {ensure}: nothing to do"
+
     def _check(
-        self, pool_name: str, count: int | None, ensure: int | None
+        self,
+        pool_name: str,
+        count: int | None,
+        ensure: int | None,
+        names: Sequence[str] | None = None,
     ) -> tuple[PoolSpec, Provider]:
         pool = self._pools.get(pool_name)
         if pool is None:
@@ -224,6 +275,19 @@ class Burster:
         provider = self._providers.get(pool_name)
         if provider is None:
             raise BurstRefused(f"pool {pool_name} has no provider set up; check its config")
+        if names is not None:
+            if count is not None or ensure is not None:
+                raise BurstRefused("a burst of named nodes takes no count and no ensure")
+            if not names:
+                raise BurstRefused("a burst of named nodes needs at least one name")
+            foreign = [n for n in names if n not in pool.slurm_nodes]
+            if foreign:
+                raise BurstRefused(
+                    f"{', '.join(foreign[:5])} {'is' if len(foreign) == 1 else 'are'} not among "
+                    f"pool {pool_name}'s slurm_nodes; check slurm_nodes in cluster.toml against "
+                    "the CLOUD NodeNames in slurm.conf"
+                )
+            return pool, provider
         if (count is None) == (ensure is None):
             raise BurstRefused("a burst takes either a count (add N) or ensure (have N), not both")
         if count is not None and (isinstance(count, bool) or count < 1):

@@ -179,8 +179,10 @@ class Engine:
         frontend: str,
         request_id: str,
         token: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> BurstResult:
-        """Add ``count`` nodes to ``pool``, or bring it to ``ensure`` live nodes.
+        """Add ``count`` nodes to ``pool``, bring it to ``ensure`` live nodes, or launch its
+        Slurm CLOUD nodes ``names`` (those not live already).
 
         Refuses (BurstRefused) an unknown pool, a count below 1, or more than the pool's
         max_nodes; the same ``token`` (default: from ``request_id``) never launches twice.
@@ -193,6 +195,7 @@ class Engine:
             frontend=frontend,
             request_id=request_id,
             token=token,
+            names=names,
         )
 
     async def price_of(self, pool_name: str) -> float | None:

@@ -17,6 +17,7 @@ resumes a drain a person set.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,10 +42,18 @@ from tidectl.console.scheduler.base import (
     UnknownNodeError,
     check_reason,
     is_drained_and_empty,
+    is_powered_down_and_empty,
     resume_refusal,
 )
 
-__all__ = ["ActionFailed", "ActionRefused", "ActionResult", "NodeOutcome", "Operations"]
+__all__ = [
+    "ActionFailed",
+    "ActionRefused",
+    "ActionResult",
+    "EndWhy",
+    "NodeOutcome",
+    "Operations",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +62,36 @@ _DRAINING = frozenset({State.DRAINING, State.DRAINED})
 #: Cloud states a terminate may start from without a drain: no job can be on the node.
 _NOT_JOINED = frozenset({State.REQUESTED, State.PROVISIONING, State.BOOTSTRAPPING})
 _ON_NODE = frozenset({JobState.RUNNING, JobState.COMPLETING})
+#: Cloud states a node is in once it was handed to the scheduler (until it is let go of).
+_JOINED = frozenset({State.JOINING, State.ACTIVE, State.DRAINING, State.DRAINED})
+
+
+class EndWhy(enum.StrEnum):
+    """Who ends a node, which decides the way to terminating."""
+
+    ASKED = "asked"  # a person or a policy: only drained, failed or not-joined nodes
+    POWERED_DOWN = "powered-down"  # the scheduler's power saving (Slurm's SuspendProgram)
+    NEVER_REGISTERED = "never-registered"  # the scheduler gave up (Slurm's ResumeFailProgram)
+
+    def lets_go(self, state: State) -> bool:
+        """Whether a node in ``state`` takes this reason's own way to terminating: a joined
+        node Slurm powers down (drained on the way); any node Slurm gave up on, but one
+        already ending (failed on the way, so the reason shows)."""
+        if self is EndWhy.POWERED_DOWN:
+            return state in _JOINED
+        if self is EndWhy.NEVER_REGISTERED:
+            return state not in (State.FAILED, State.TERMINATING, State.TERMINATED)
+        return False
+
+    def sentence(self, actor: str) -> str:
+        if self is EndWhy.POWERED_DOWN:
+            return f"Slurm powers it down idle (SuspendProgram, as {actor})"
+        if self is EndWhy.NEVER_REGISTERED:
+            return (
+                f"Slurm gave up on it: its slurmd did not register within ResumeTimeout "
+                f"(ResumeFailProgram, as {actor})"
+            )
+        return f"terminate asked by {actor}"
 
 
 class ActionRefused(Exception):
@@ -268,28 +307,35 @@ class Operations:
         frontend: str,
         request_id: str,
         token: str | None = None,
+        why: EndWhy = EndWhy.ASKED,
     ) -> ActionResult:
         """End cloud nodes that run no job: drained (and the scheduler agrees, and shows no
         job), failed, or not yet joined. The provider is asked; the reconcile loop confirms
-        with the provider and closes each node (and retries the call until it does)."""
+        with the provider and closes each node (and retries the call until it does).
+
+        ``why`` says who ends them (``EndWhy``): a person (the default), the scheduler's
+        power saving (nodes it is powering down, idle, are drained on the way), or the
+        scheduler giving up on nodes that never registered (they fail on the way)."""
         names = _unique(names)
         world = await self._world()
         records = self._records(names, world)
         for name in names:
-            self._check_terminable(name, records[name], world)
+            self._check_terminable(name, records[name], world, why)
         intent, replayed = self._intent(
             IntentAction.TERMINATE,
             token or f"terminate:{request_id}",
-            {"nodes": names},
+            {"nodes": names, "why": str(why)},
             actor=actor,
             frontend=frontend,
             request_id=request_id,
         )
         if replayed:
             return self._replay(intent, names)
-        return await self._apply_terminate(intent, names, world, actor, request_id)
+        return await self._apply_terminate(intent, names, world, actor, request_id, why=why)
 
-    def _check_terminable(self, name: str, record: NodeRecord | None, world: _World) -> None:
+    def _check_terminable(
+        self, name: str, record: NodeRecord | None, world: _World, why: EndWhy = EndWhy.ASKED
+    ) -> None:
         if record is None or record.kind is NodeKind.ONPREM:
             raise ActionRefused(
                 f"{name} is an on-prem node: tidectl never terminates a machine it did not "
@@ -300,12 +346,15 @@ class Operations:
                 f"{name}'s burst is still launching; terminate it once the launch calls "
                 "have returned (seconds)"
             )
-        if record.state not in _NOT_JOINED | {State.DRAINED, State.FAILED, State.TERMINATING}:
-            if record.state is State.TERMINATED:
-                return
-            raise ActionRefused(_cannot(name, record.state, "terminate", _TERMINATE_HINTS))
+        if record.state is State.TERMINATED:
+            return
         jobs = world.jobs_on(name)
         node = world.nodes.get(name)
+        if why.lets_go(record.state):
+            self._check_let_go(name, record.state, node, jobs, why)
+            return
+        if record.state not in _NOT_JOINED | {State.DRAINED, State.FAILED, State.TERMINATING}:
+            raise ActionRefused(_cannot(name, record.state, "terminate", _TERMINATE_HINTS))
         if jobs or (
             record.state is State.DRAINED and node is not None and not is_drained_and_empty(node)
         ):
@@ -316,6 +365,25 @@ class Operations:
                 "a node with a job on it; wait for the drain to finish"
             )
 
+    @staticmethod
+    def _check_let_go(
+        name: str, state: State, node: SchedNode | None, jobs: Sequence[Job], why: EndWhy
+    ) -> None:
+        """A joined node the scheduler let go of: only with no job on it, and (power saving)
+        only once the scheduler takes no more jobs there."""
+        if jobs or (node is not None and node.jobs):
+            listed = ", ".join(job.id for job in jobs) or ", ".join(node.jobs if node else ())
+            raise ActionRefused(
+                f"{name} still has jobs ({listed}): tidectl never terminates a node with a job "
+                "on it, whoever asks"
+            )
+        if why is EndWhy.POWERED_DOWN and (node is None or not is_powered_down_and_empty(node)):
+            shown = f"{node.state} {sorted(node.flags)}" if node else "not in the scheduler"
+            raise ActionRefused(
+                f"{name} is {state} and the scheduler is not powering it down ({shown}); "
+                "drain it instead, or let Slurm's power saving suspend it"
+            )
+
     async def _apply_terminate(
         self,
         intent: IntentRecord,
@@ -323,6 +391,8 @@ class Operations:
         world: _World,
         actor: str,
         request_id: str,
+        *,
+        why: EndWhy = EndWhy.ASKED,
     ) -> ActionResult:
         outcomes: list[NodeOutcome] = []
         to_end: dict[str, list[str]] = {}
@@ -332,7 +402,10 @@ class Operations:
             if record.state is State.TERMINATED:
                 outcomes.append(NodeOutcome(name, record.state, record.state, "already terminated"))
                 continue
-            if self._scheduler is not None and name in world.nodes:
+            if why.lets_go(record.state):
+                self._let_go(name, record.state, why, actor, request_id)
+            # A node the scheduler let go of itself needs no asking (its power saving has it).
+            if self._scheduler is not None and name in world.nodes and why is EndWhy.ASKED:
                 try:
                     # The scheduler refuses a node with any job on it: a second guard.
                     await self._scheduler.remove_node(name)
@@ -341,9 +414,7 @@ class Operations:
                 except SchedulerError as error:
                     raise self._failed(intent, f"{name}: {error}") from None
             if record.state is not State.TERMINATING:
-                self._move(
-                    name, State.TERMINATING, f"terminate asked by {actor}", actor, request_id
-                )
+                self._move(name, State.TERMINATING, why.sentence(actor), actor, request_id)
             if record.instance_id:
                 to_end.setdefault(record.pool or "", []).append(record.instance_id)
             outcomes.append(NodeOutcome(name, record.state, State.TERMINATING, "terminating"))
@@ -362,6 +433,19 @@ class Operations:
         if problems:
             sentence += ": " + "; ".join(problems)
         return self._done(intent, outcomes, sentence)
+
+    def _let_go(self, name: str, state: State, why: EndWhy, actor: str, request_id: str) -> None:
+        """The moves on the way to terminating for a node the scheduler let go of: through
+        draining and drained (power saving: it is idle and takes no job), or to failed (it
+        never registered)."""
+        reason = why.sentence(actor)
+        if why is EndWhy.NEVER_REGISTERED:
+            self._move(name, State.FAILED, reason, actor, request_id)
+            return
+        if state in (State.JOINING, State.ACTIVE):
+            self._move(name, State.DRAINING, reason, actor, request_id)
+        if state is not State.DRAINED:
+            self._move(name, State.DRAINED, reason, actor, request_id)
 
     # -- cancel -----------------------------------------------------------------------------
 
@@ -472,7 +556,8 @@ class Operations:
         elif intent.action is IntentAction.RESUME:
             result = await self._apply_resume(intent, names, world, actor, request_id)
         elif intent.action is IntentAction.TERMINATE:
-            result = await self._apply_terminate(intent, names, world, actor, request_id)
+            why = EndWhy(str(intent.detail.get("why", EndWhy.ASKED)))
+            result = await self._apply_terminate(intent, names, world, actor, request_id, why=why)
         else:  # a cancel: every action is one of the five
             burst = self._store.intent(str(intent.detail.get("intent", "")))
             if burst is None:

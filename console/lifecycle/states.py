@@ -107,7 +107,11 @@ _CLOUD: Final[dict[State, dict[State, str]]] = {
         _S.TERMINATING: "clean up: a failed node's instance may still bill",
         _S.TERMINATED: "the provider confirmed no instance exists for this node",
     },
-    _S.TERMINATED: {},
+    # The instance is over; the name may live again. A Slurm CLOUD node (a pool's
+    # slurm_nodes) is resumed and suspended many times under the one NodeName.
+    _S.TERMINATED: {
+        _S.REQUESTED: "launched again under its name (a Slurm CLOUD node resumed once more)",
+    },
 }
 
 _ONPREM: Final[dict[State, dict[State, str]]] = {
@@ -289,7 +293,8 @@ def allowed(kind: NodeKind, before: State) -> frozenset[State]:
 
 
 def is_terminal(state: State) -> bool:
-    """True for the one state nothing follows: terminated."""
+    """True for the state a node's instance ends in: terminated. Only a new launch under
+    the same name (``requested``) may follow it."""
     return state is _S.TERMINATED
 
 
@@ -310,7 +315,10 @@ def check(kind: NodeKind, node: str, before: State, after: State) -> None:
             f"their states are {_words(table)}"
         )
     elif is_terminal(before):
-        message = f"{label} is {before}, which is final: nothing can follow it"
+        message = (
+            f"{label} is {before}: its instance is gone, and only a new launch under its "
+            f"name ({_S.REQUESTED}) can follow"
+        )
     else:
         message = (
             f"{label} cannot go from {before} to {after}; "

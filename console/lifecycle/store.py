@@ -238,6 +238,39 @@ class Store:
             name, kind, pool, state, at, instance_id, intent_id, at, at, price_per_hour
         )
 
+    def relaunch(
+        self,
+        name: str,
+        pool: str,
+        intent_id: str,
+        at: float,
+        *,
+        reason: str,
+        actor: str,
+        request_id: str,
+    ) -> NodeRecord:
+        """A terminated cloud node asked for again under its name (a Slurm CLOUD node resumed
+        once more): back to requested for the new burst ``intent_id``, its old instance and
+        price let go (they stay in the instances and ledger tables, and in its history).
+        Raises IllegalTransition unless it is terminated, UnknownRecord if unknown."""
+        with self._writing() as db:
+            row = db.execute("SELECT kind, state FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownRecord(f"no node named {name} in the store; add it first")
+            kind, before = NodeKind(row[0]), State(row[1])
+            check(kind, name, before, State.REQUESTED)
+            _insert_transition(
+                db, Transition(name, before, State.REQUESTED, at, reason, actor, request_id)
+            )
+            db.execute(
+                "UPDATE nodes SET state = ?, state_since = ?, updated_at = ?, pool = ?, "
+                "intent_id = ?, instance_id = NULL, price_per_hour = NULL WHERE name = ?",
+                (State.REQUESTED, at, at, pool, intent_id, name),
+            )
+        record = self.node(name)
+        assert record is not None
+        return record
+
     def node(self, name: str) -> NodeRecord | None:
         row = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE name = ?", (name,))
         found = row.fetchone()

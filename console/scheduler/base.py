@@ -47,6 +47,7 @@ __all__ = [
     "drain_reason",
     "is_automation_reason",
     "is_drained_and_empty",
+    "is_powered_down_and_empty",
     "may_resume",
     "resume_refusal",
 ]
@@ -448,6 +449,16 @@ def is_drained_and_empty(node: SchedNode, jobs: Iterable[Job] = ()) -> bool:
     views disagree for a moment errs on the side of waiting.
     """
     if node.state is not SchedState.DRAINED or node.jobs:
+        return False
+    return not any(job.state is not JobState.PENDING and node.name in job.nodes for job in jobs)
+
+
+def is_powered_down_and_empty(node: SchedNode, jobs: Iterable[Job] = ()) -> bool:
+    """The other condition under which a node may be terminated: the scheduler's power saving
+    took it (Slurm: powering down or powered down, which takes no job) and no job is on it.
+    ``jobs`` is a second witness, as for :func:`is_drained_and_empty`."""
+    powered_down = {NodeFlag.POWERING_DOWN, NodeFlag.POWERED_DOWN}
+    if not (node.flags & powered_down) or node.jobs:
         return False
     return not any(job.state is not JobState.PENDING and node.name in job.nodes for job in jobs)
 

@@ -59,7 +59,8 @@ class RemotePlane:
         except OSError as error:
             raise ServiceUnavailable(
                 f"no tidectl service answers on {self.path} ({error.strerror}); start it with "
-                "tidectl serve, or leave out --server to act from this process",
+                "tidectl serve (to act from this process instead, leave out --server and "
+                "[server] socket)",
                 request_id="",
             ) from None
         hello = await self._call("hello", {"frontend": str(self.frontend)})
@@ -147,6 +148,24 @@ class RemotePlane:
                 on_progress(_as(Progress, value))
 
         return _as(Progress, await self._call("wait", params, interim=step))
+
+    async def slurm_resume(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> list[BurstResult]:
+        params = {"nodes": _listed(nodes), "request_id": request_id}
+        return [_as(BurstResult, r) for r in await self._call("slurm-resume", params)]
+
+    async def slurm_suspend(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        params = {"nodes": _listed(nodes), "request_id": request_id}
+        return _as(ActionResult, await self._call("slurm-suspend", params))
+
+    async def slurm_resume_failed(
+        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+    ) -> ActionResult:
+        params = {"nodes": _listed(nodes), "request_id": request_id}
+        return _as(ActionResult, await self._call("slurm-resume-fail", params))
 
     async def pools(self) -> tuple[PoolSpec, ...]:
         return tuple(_as(PoolSpec, pool) for pool in await self._call("pools", {}))

@@ -96,6 +96,9 @@ class Service:
             "pools": self._pools,
             "jobs": self._jobs,
             "price": self._price,
+            "slurm-resume": self._slurm_resume,
+            "slurm-suspend": self._slurm_suspend,
+            "slurm-resume-fail": self._slurm_resume_fail,
         }
         #: Long calls, which send interim answers (``more``) before the final one.
         self._long_handlers: dict[str, LongHandler] = {"wait": self._wait}
@@ -317,6 +320,21 @@ class Service:
 
     async def _nodes(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return self.plane.nodes(_optional_text(params, "pool"))
+
+    async def _slurm_resume(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.slurm_resume(
+            caller, _nodes(params), request_id=_optional_text(params, "request_id")
+        )
+
+    async def _slurm_suspend(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.slurm_suspend(
+            caller, _nodes(params), request_id=_optional_text(params, "request_id")
+        )
+
+    async def _slurm_resume_fail(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.slurm_resume_failed(
+            caller, _nodes(params), request_id=_optional_text(params, "request_id")
+        )
 
     async def _pools(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return self.plane.pools()

@@ -96,6 +96,16 @@ def test_every_optional_value(folder: Path) -> None:
         (AWS + "[pools.bootstrap]\nusr = 1\n", 18, ['unknown key "usr"']),
         ('[pools]\nname = "x"\n', 8, ["[[pools]], with double brackets"]),
         ('[scheduler]\nkind = "pbs"\n', 9, ['scheduler kind "pbs"', "none, sim, slurm"]),
+        (AWS + 'slurm_nodes = "cloud[1-"\n', 17, ["is not a node set"]),
+        (AWS + 'slurm_nodes = "cloud 1"\n', 17, ["'cloud 1' is not a node name"]),
+        (
+            AWS
+            + 'slurm_nodes = "cloud[1-4]"\n'
+            + AWS.replace("h100-east", "h100-west")
+            + 'slurm_nodes = "cloud[4-5]"\n',
+            27,
+            ['pool "h100-west" and pool "h100-east" both name cloud4', "belongs to one pool"],
+        ),
     ],
 )
 def test_bad_pools_are_refused_with_line_and_sentence(
@@ -105,6 +115,14 @@ def test_bad_pools_are_refused_with_line_and_sentence(
     assert error.line == line, str(error)
     for word in words:
         assert word in str(error)
+
+
+def test_slurm_nodes_expand_and_set_max_nodes_unless_it_is_given(folder: Path) -> None:
+    text = AWS.replace("max_nodes = 16\n", "") + 'slurm_nodes = "cloud[01-03]"\n'
+    pool = load(folder, HEAD + NODES + text).pools[0]
+    assert (pool.slurm_nodes, pool.max_nodes) == (("cloud01", "cloud02", "cloud03"), 3)
+    capped = load(folder, HEAD + NODES + AWS.replace("16", "2") + 'slurm_nodes = "c[1-3]"\n')
+    assert capped.pools[0].max_nodes == 2
 
 
 def test_the_store_path_is_relative_to_the_file_and_not_a_folder(folder: Path) -> None:

@@ -1,0 +1,203 @@
+"""Slurm's power-saving programs through the ControlPlane, over a real store and the sim cloud:
+``slurm_resume`` launches the CLOUD nodes named (in the pool whose ``slurm_nodes`` holds them,
+once however often Slurm asks, and again under the same name after they ended);
+``slurm_suspend`` ends nodes Slurm is powering down — never one with a job, never one Slurm
+still schedules; ``slurm_resume_failed`` fails the nodes that never registered, with the
+reason, and terminates their instances.
+
+Slurm's view of power saving (the POWERING_DOWN flag) comes from a sim scheduler that shows
+it for the nodes a test names; tests/console/scheduler/ read the real flags from a real Slurm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.console.lifecycle.world import CLUSTER, POOL, S, World
+from tidectl.console.config.loader import parse_config
+from tidectl.console.control.caller import Caller, Frontend
+from tidectl.console.control.errors import Refused
+from tidectl.console.control.plane import ControlPlane
+from tidectl.console.lifecycle.engine import Engine
+from tidectl.console.providers.base import InstanceState
+from tidectl.console.scheduler.base import NodeFlag, SchedNode
+from tidectl.console.scheduler.sim import SimScheduler
+from tidectl.console.scheduler.workload import JobSpec
+
+SLURM = Caller("root", Frontend.SLURM)
+CLOUD = replace(POOL, slurm_nodes=("cloud1", "cloud2", "cloud3"), max_nodes=3)
+OTHER = replace(POOL, name="other", slurm_nodes=("big1",), max_nodes=1)
+
+
+class PowerSavingScheduler(SimScheduler):
+    """The sim scheduler, showing Slurm's POWERING_DOWN flag on the nodes in
+    ``powering_down`` (as Slurm does once it has decided to suspend an idle node)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.powering_down: set[str] = set()
+
+    async def nodes(self) -> list[SchedNode]:
+        shown = await super().nodes()
+        return [
+            replace(n, flags=n.flags | {NodeFlag.CLOUD, NodeFlag.POWERING_DOWN})
+            if n.name in self.powering_down
+            else n
+            for n in shown
+        ]
+
+
+@pytest.fixture
+async def plane(world: World, tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    (tmp_path / "known_hosts").write_text("")
+    text = (
+        '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
+        '[[nodes]]\nnames = "onprem[1-2]"\n'
+    )
+    config = replace(parse_config(text, tmp_path / "cluster.toml"), pools=(CLOUD, OTHER))
+    world.scheduler = PowerSavingScheduler()
+    engine = Engine(
+        world.store,
+        {CLOUD.name: world.cloud, OTHER.name: world.cloud},  # two pools, one sim cloud
+        world.scheduler,
+        {CLOUD.name: CLOUD, OTHER.name: OTHER},
+        CLUSTER,
+        health=lambda name: world.healthy.get(name, world.default_health),
+        clock=world.clock,
+    )
+    yield ControlPlane(config, world.store, engine, scheduler=world.scheduler, interval_s=0.05)
+
+
+def scheduler(world: World) -> PowerSavingScheduler:
+    assert isinstance(world.scheduler, PowerSavingScheduler)
+    return world.scheduler
+
+
+async def active(plane: ControlPlane, names: list[str]) -> None:
+    progress = await plane.wait(names, {S.ACTIVE}, timeout_s=20)
+    assert set(progress.states.values()) == {S.ACTIVE}, progress
+
+
+async def test_resume_launches_the_named_nodes_once_however_often_slurm_asks(
+    plane: ControlPlane, world: World
+) -> None:
+    (first,) = await plane.slurm_resume(SLURM, "cloud[1-2]")
+    assert (first.pool, first.launched, first.nodes) == ("gpu", 2, ("cloud1", "cloud2"))
+    intent = world.store.intent(first.intent_id or "")
+    assert intent is not None and (intent.actor, intent.frontend) == ("root", "slurm")
+    (again,) = await plane.slurm_resume(SLURM, "cloud[1-2]")
+    assert (again.launched, again.nodes) == (0, ())
+    assert "nothing to do" in again.sentence
+    assert len(await world.instances()) == 2
+    # Names of two pools: a burst in each.
+    both = await plane.slurm_resume(SLURM, "cloud3,big1")
+    assert {(r.pool, r.nodes) for r in both} == {("gpu", ("cloud3",)), ("other", ("big1",))}
+
+
+async def test_a_name_no_pool_holds_refuses_the_whole_call(
+    plane: ControlPlane, world: World
+) -> None:
+    with pytest.raises(Refused, match=r"no pool has cloud9 in its slurm_nodes"):
+        await plane.slurm_resume(SLURM, "cloud[1,9]")
+    assert world.store.nodes() == [] and await world.instances() == []
+
+
+async def test_a_count_burst_takes_the_first_free_slurm_names(
+    plane: ControlPlane, world: World
+) -> None:
+    await plane.slurm_resume(SLURM, "cloud2")
+    result = await plane.burst(Caller("ana", Frontend.CLI), "gpu", count=2)
+    assert result.nodes == ("cloud1", "cloud3")
+    with pytest.raises(Refused, match="allows at most 3"):
+        await plane.burst(Caller("ana", Frontend.CLI), "gpu", count=1)
+
+
+async def test_suspend_ends_an_idle_node_slurm_powers_down_and_resume_brings_it_back(
+    plane: ControlPlane, world: World
+) -> None:
+    await plane.slurm_resume(SLURM, "cloud1")
+    await active(plane, ["cloud1"])
+    first = world.store.node("cloud1")
+    assert first is not None and first.instance_id
+    # Slurm has not decided to power it down: a suspend by hand is refused.
+    with pytest.raises(Refused, match="the scheduler is not powering it down"):
+        await plane.slurm_suspend(SLURM, "cloud1")
+    scheduler(world).powering_down.add("cloud1")
+    ended = await plane.slurm_suspend(SLURM, "cloud1")
+    assert [(o.before, o.after) for o in ended.nodes] == [(S.ACTIVE, S.TERMINATING)]
+    progress = await plane.wait(["cloud1"], {S.TERMINATED}, timeout_s=20)
+    assert progress.states == {"cloud1": S.TERMINATED}
+    moves = [(t.before, t.after) for t in world.store.history("cloud1")]
+    assert moves[-4:] == [
+        (S.ACTIVE, S.DRAINING),
+        (S.DRAINING, S.DRAINED),
+        (S.DRAINED, S.TERMINATING),
+        (S.TERMINATING, S.TERMINATED),
+    ]
+    assert "Slurm powers it down idle" in world.store.history("cloud1")[-3].reason
+    assert (await plane.slurm_suspend(SLURM, "cloud1")).nodes == ()  # asked again: nothing
+    ending = {InstanceState.SHUTTING_DOWN, InstanceState.TERMINATED}
+    old = [i.state for i in await world.instances() if i.instance_id == first.instance_id]
+    assert set(old) <= ending
+    # Slurm resumes it once more: the same name, a new instance, a second ledger stretch.
+    scheduler(world).powering_down.clear()
+    (again,) = await plane.slurm_resume(SLURM, "cloud1")
+    assert again.nodes == ("cloud1",)
+    await active(plane, ["cloud1"])
+    second = world.store.node("cloud1")
+    assert second is not None and second.instance_id not in (None, first.instance_id)
+    assert (S.TERMINATED, S.REQUESTED) in [
+        (t.before, t.after) for t in world.store.history("cloud1")
+    ]
+    assert [e.stopped_at is None for e in world.store.ledger("cloud1")] == [False, True]
+
+
+async def test_suspend_never_ends_a_node_with_a_job(plane: ControlPlane, world: World) -> None:
+    await plane.slurm_resume(SLURM, "cloud1")
+    await active(plane, ["cloud1"])
+    job = scheduler(world).submit(JobSpec("train", "ana", 1, 8, duration_s=3600.0))
+    scheduler(world).powering_down.add("cloud1")  # even if Slurm's view were this wrong
+    with pytest.raises(Refused, match=f"still has jobs \\({job}\\)"):
+        await plane.slurm_suspend(SLURM, "cloud1")
+    record = world.store.node("cloud1")
+    assert record is not None and record.state is S.ACTIVE
+    assert [j.id for j in await world.scheduler.jobs()] == [job]
+
+
+async def test_suspend_of_a_node_still_booting_terminates_it_and_unknown_names_are_no_op(
+    plane: ControlPlane, world: World
+) -> None:
+    await plane.slurm_resume(SLURM, "cloud2")
+    ended = await plane.slurm_suspend(SLURM, "cloud[1-3]")  # cloud1, cloud3: never launched
+    assert [o.node for o in ended.nodes] == ["cloud2"]
+    assert ended.nodes[0].after is S.TERMINATING
+    nothing = await plane.slurm_suspend(SLURM, "cloud[1,3]")
+    assert nothing.nodes == () and "nothing to end" in nothing.sentence
+
+
+async def test_resume_fail_fails_the_node_with_the_reason_and_ends_its_instance(
+    plane: ControlPlane, world: World
+) -> None:
+    world.default_health = None  # the agent never answers: the node stays bootstrapping
+    (result,) = await plane.slurm_resume(SLURM, "cloud1")
+    await plane.reconcile_now()
+    record = world.store.node("cloud1")
+    assert record is not None and record.state in (S.PROVISIONING, S.BOOTSTRAPPING)
+    ended = await plane.slurm_resume_failed(SLURM, "cloud1")
+    assert ended.nodes[0].after is S.TERMINATING
+    history = world.store.history("cloud1")
+    failed = [t for t in history if t.after is S.FAILED]
+    assert len(failed) == 1 and "did not register within ResumeTimeout" in failed[0].reason
+    assert failed[0].actor == "root"
+    progress = await plane.wait(["cloud1"], {S.TERMINATED}, timeout_s=20)
+    assert progress.states == {"cloud1": S.TERMINATED}
+    assert all(e.stopped_at is not None for e in world.store.ledger("cloud1"))
+    assert {i.state for i in await world.instances()} <= {
+        InstanceState.SHUTTING_DOWN,
+        InstanceState.TERMINATED,
+    }
+    assert result.intent_id
