@@ -55,6 +55,7 @@ from tidectl.console.providers.base import (
 )
 from tidectl.console.scheduler.base import (
     JobState,
+    NodeFlag,
     SchedState,
     Scheduler,
     SchedulerError,
@@ -69,6 +70,16 @@ _log = logging.getLogger(__name__)
 #: The actor of every store write the reconcile loop makes.
 ACTOR = "reconcile"
 _SCHEDULED = frozenset({SchedState.IDLE, SchedState.MIXED, SchedState.ALLOCATED})
+#: Flags under which a node in a scheduled state takes no job yet (or any more): a Slurm
+#: CLOUD node shows IDLE while it is powered down or its slurmd has not registered.
+_NOT_TAKING = frozenset(
+    {
+        NodeFlag.POWERED_DOWN,
+        NodeFlag.POWERING_UP,
+        NodeFlag.POWERING_DOWN,
+        NodeFlag.NOT_RESPONDING,
+    }
+)
 _ON_NODE = frozenset({JobState.RUNNING, JobState.COMPLETING})
 
 
@@ -231,7 +242,7 @@ class Engine:
                     on_node[name] = on_node.get(name, 0) + 1
         for node in sched_nodes:
             views[node.name] = NodeSeen(
-                scheduled=node.state in _SCHEDULED,
+                scheduled=node.state in _SCHEDULED and not node.flags & _NOT_TAKING,
                 drained=node.state is SchedState.DRAINED,
                 # Two witnesses: the node's own list and the jobs that name it; the larger wins,
                 # so a moment where they disagree errs on the side of a job being there.
@@ -406,7 +417,10 @@ class Engine:
         gpus = pool.gpus_per_node if pool else 0
         try:
             # Joining again after a restart is not an error: the scheduler has it already.
-            if action.node not in self._in_scheduler:
+            # A Slurm CLOUD node is always listed (slurm.conf names it), powered down or not:
+            # it is asked each pass until it takes jobs (powering it up is idempotent).
+            cloud_node = pool is not None and action.node in pool.slurm_nodes
+            if action.node not in self._in_scheduler or cloud_node:
                 await self._scheduler.add_node(action.node, gpus)
                 failpoints.reach("reconcile.joining")
                 self._in_scheduler.add(action.node)

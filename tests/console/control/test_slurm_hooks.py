@@ -40,15 +40,25 @@ class PowerSavingScheduler(SimScheduler):
     def __init__(self) -> None:
         super().__init__()
         self.powering_down: set[str] = set()
+        self.powering_up: set[str] = set()
+        self.asked_to_add: list[str] = []
 
     async def nodes(self) -> list[SchedNode]:
         shown = await super().nodes()
-        return [
-            replace(n, flags=n.flags | {NodeFlag.CLOUD, NodeFlag.POWERING_DOWN})
-            if n.name in self.powering_down
-            else n
-            for n in shown
-        ]
+        return [replace(n, flags=n.flags | self._flags(n.name)) for n in shown]
+
+    def _flags(self, name: str) -> set[NodeFlag]:
+        if name in self.powering_down:
+            return {NodeFlag.CLOUD, NodeFlag.POWERING_DOWN}
+        if name in self.powering_up:
+            return {NodeFlag.CLOUD, NodeFlag.POWERING_UP}
+        return set()
+
+    async def add_node(self, name: str, gpus: int) -> None:
+        """As Slurm's: the CLOUD node is always there; asking again is no error."""
+        self.asked_to_add.append(name)
+        if name not in {n.name for n in await super().nodes()}:
+            await super().add_node(name, gpus)
 
 
 @pytest.fixture
@@ -201,3 +211,21 @@ async def test_resume_fail_fails_the_node_with_the_reason_and_ends_its_instance(
         InstanceState.TERMINATED,
     }
     assert result.intent_id
+
+
+async def test_a_cloud_node_joins_only_once_slurm_shows_it_taking_jobs(
+    plane: ControlPlane, world: World
+) -> None:
+    """Slurm lists a CLOUD node idle while its slurmd has not registered (POWERING_UP): it is
+    not active until that clears, and it is asked to join each pass meanwhile."""
+    scheduler(world).powering_up.add("cloud1")
+    await plane.slurm_resume(SLURM, "cloud1")
+    reached = await plane.wait(["cloud1"], {S.JOINING, S.ACTIVE}, timeout_s=20)
+    assert reached.states == {"cloud1": S.JOINING}
+    for _ in range(3):
+        await plane.reconcile_now()
+    record = world.store.node("cloud1")
+    assert record is not None and record.state is S.JOINING
+    assert scheduler(world).asked_to_add.count("cloud1") >= 2
+    scheduler(world).powering_up.clear()
+    await active(plane, ["cloud1"])
