@@ -7,8 +7,22 @@ and every failure is a :class:`~tidectl.console.scheduler.base.SchedulerError` s
 sentence: the command could not be started, exited non-zero, hung, or printed something
 unreadable (:class:`~tidectl.console.scheduler.slurm_parse.SlurmOutputError`).
 
-A drain is never a DOWN: ``State=DRAIN`` lets running jobs finish. Nodes joining and leaving
-(Slurm CLOUD nodes) are not supported yet: ``add_node`` and ``remove_node`` say so.
+A drain is never a DOWN: ``State=DRAIN`` lets running jobs finish.
+
+Nodes joining and leaving are Slurm CLOUD nodes under power saving: defined in slurm.conf with
+``State=CLOUD``, powered up and down by Slurm's ``ResumeProgram`` and ``SuspendProgram``.
+``add_node`` asks ``State=POWER_UP`` of a powered-down one, ``remove_node`` asks
+``State=POWER_DOWN`` of an empty one (never ``POWER_DOWN_FORCE`` nor ``DOWN``, which kill
+jobs). What Slurm 22.05 does with these requests, measured (``../shared/notes/slurm.md``):
+
+* both are idempotent: asking twice gives one ResumeProgram (or SuspendProgram) call;
+* a power-up asked while the node powers down (``POWERING_DOWN``, or ``POWER_DOWN`` pending) is
+  accepted and silently dropped, so it is refused here with a retryable error instead;
+* a power-down asked while a power-up is pending or under way is not a cancel: it is queued
+  (the node powers down, then up again; or it finishes booting first), so it too is refused
+  with a retryable error until the node is up;
+* a power-down asked of a node with a job is kept pending until the job ends (the job is not
+  killed): the gap between reading "no job" and asking is therefore safe.
 """
 
 from __future__ import annotations
@@ -24,9 +38,12 @@ from tidectl.console.scheduler.base import (
     Demand,
     InvalidRequestError,
     Job,
+    NodeBusyError,
+    NodeFlag,
     SchedNode,
     SchedState,
     Scheduler,
+    SchedulerError,
     SchedulerUnavailableError,
     UnknownNodeError,
     check_node_name,
@@ -43,6 +60,8 @@ from tidectl.console.scheduler.slurm_parse import (
 )
 
 __all__ = [
+    "NotInSlurmConfError",
+    "PowerTransitionError",
     "SlurmCommandError",
     "SlurmOutputError",
     "SlurmScheduler",
@@ -51,6 +70,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S: Final = 15.0  # slurmctld answers in milliseconds; 15 s is a sick controller
 _STDERR_CHARS: Final = 400  # enough of stderr to say what went wrong, short enough for a toast
+_POWERING_DOWN: Final = frozenset({NodeFlag.POWERING_DOWN, NodeFlag.POWER_DOWN_PENDING})
 
 
 class SlurmCommandError(SchedulerUnavailableError):
@@ -63,6 +83,30 @@ class SlurmTimeoutError(SchedulerUnavailableError):
     """A Slurm command did not finish in time and was killed."""
 
     title: ClassVar[str] = "Slurm not answering"
+
+
+class NotInSlurmConfError(UnknownNodeError):
+    """A node to add that Slurm does not know: Slurm 22.05 cannot take a new node at run time,
+    so every node that may join must be defined in slurm.conf beforehand, as a CLOUD node."""
+
+    def __init__(self, name: str) -> None:
+        # UnknownNodeError's own sentence says to check the name; here the fix is slurm.conf.
+        SchedulerError.__init__(
+            self,
+            f"Slurm has no node named {name}, and Slurm takes only nodes defined in slurm.conf: "
+            f"define it there as a CLOUD node (NodeName={name} ... State=CLOUD), restart "
+            "slurmctld, then add it again; if it is defined, add PrivateData=cloud, without "
+            "which Slurm hides powered-down CLOUD nodes (nothing was changed)",
+        )
+        self.names = (name,)
+
+
+class PowerTransitionError(SchedulerUnavailableError):
+    """A CLOUD node is powering up or down, and Slurm cannot take the opposite request now (it
+    would drop it, or queue it behind the one under way). Nothing was changed; retry once the
+    node is up or powered down (within Slurm's ResumeTimeout or SuspendTimeout)."""
+
+    title: ClassVar[str] = "Node powering up or down"
 
 
 class SlurmScheduler:
@@ -129,16 +173,63 @@ class SlurmScheduler:
         return demand_of(await self._jobs())
 
     async def add_node(self, name: str, gpus: int) -> None:
-        raise InvalidRequestError(
-            f"the slurm scheduler cannot add {name} yet: nodes joining and leaving Slurm "
-            "(CLOUD nodes) are not supported; define the node in slurm.conf instead"
-        )
+        """Power up CLOUD node ``name`` (``State=POWER_UP``: Slurm calls its ResumeProgram, and
+        the node takes jobs once its slurmd registers). Nothing is asked of a node already up
+        or on its way up. ``gpus`` is checked but not sent: a Slurm node's GPUs are what
+        slurm.conf says.
+
+        Raises :class:`NotInSlurmConfError` (an :class:`UnknownNodeError`) for a node Slurm does
+        not know, :class:`InvalidRequestError` for an on-prem (not CLOUD) node or a down one,
+        and :class:`PowerTransitionError` while the node is powering down.
+        """
+        check_node_name(name)
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            raise InvalidRequestError(
+                f"node {name}: gpus must be a whole number of 0 or more, not {gpus!r}"
+            )
+        node = await self._one(name, NotInSlurmConfError(name))
+        _check_cloud(node, "add")
+        if NodeFlag.POWERING_UP in node.flags:
+            return  # asked already (by us, a person or a job); asking again changes nothing
+        if node.state is SchedState.DOWN:
+            raise InvalidRequestError(
+                f"{name} is down ({node.reason or 'no reason given'}); tidectl never brings a "
+                "down node back: look at it (a ResumeTimeout means its last boot never "
+                f"registered), then `scontrol update NodeName={name} State=RESUME` by hand"
+            )
+        if node.flags & _POWERING_DOWN:
+            raise PowerTransitionError(
+                f"{name} is powering down, and Slurm drops a power-up asked meanwhile; add it "
+                "again once it is powered down (within Slurm's SuspendTimeout)"
+            )
+        if NodeFlag.POWERED_DOWN in node.flags:
+            await self._update([name], "State=POWER_UP")
+        # Otherwise it is up: nothing to do.
 
     async def remove_node(self, name: str) -> None:
-        raise InvalidRequestError(
-            f"the slurm scheduler cannot remove {name} yet: nodes joining and leaving Slurm "
-            "(CLOUD nodes) are not supported; drain it and take it out of slurm.conf instead"
-        )
+        """Power down CLOUD node ``name`` (``State=POWER_DOWN``: Slurm calls its
+        SuspendProgram). Never while a job is on it, and never by ``POWER_DOWN_FORCE`` or
+        ``DOWN``, which kill jobs. Nothing is asked of a node already powered down or on its
+        way down.
+
+        Raises :class:`UnknownNodeError` for a node Slurm does not know,
+        :class:`InvalidRequestError` for an on-prem (not CLOUD) node, :class:`NodeBusyError`
+        while any job is on it, and :class:`PowerTransitionError` while it is powering up.
+        """
+        check_node_name(name)
+        node = await self._one(name, UnknownNodeError([name]))
+        _check_cloud(node, "remove")
+        if node.jobs:
+            raise NodeBusyError(name, node.jobs)
+        if NodeFlag.POWERING_UP in node.flags:
+            raise PowerTransitionError(
+                f"{name} is powering up, and Slurm does not cancel a power-up for a power-down "
+                "(it powers the node down, then up again); remove it again once it is up or its "
+                "boot has failed (within Slurm's ResumeTimeout)"
+            )
+        if node.flags & (_POWERING_DOWN | {NodeFlag.POWERED_DOWN}):
+            return
+        await self._update([name], "State=POWER_DOWN")
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -153,6 +244,14 @@ class SlurmScheduler:
         if unknown:
             raise UnknownNodeError(unknown)
         return [by_name[n] for n in dict.fromkeys(listed)]
+
+    async def _one(self, name: str, unknown: SchedulerError) -> SchedNode:
+        """Node ``name`` as Slurm reports it now (with its jobs); raises ``unknown`` if Slurm
+        has no such node."""
+        node = next((n for n in await self.nodes() if n.name == name), None)
+        if node is None:
+            raise unknown
+        return node
 
     async def _update(self, names: Sequence[str], *settings: str) -> None:
         # Names were checked by check_node_name: no commas, spaces or brackets, so the joined
@@ -195,6 +294,16 @@ class SlurmScheduler:
             return stdout.decode()
         except UnicodeDecodeError:
             raise SlurmOutputError(f"{shown} printed bytes that are not UTF-8 text") from None
+
+
+def _check_cloud(node: SchedNode, verb: str) -> None:
+    """Only CLOUD nodes join and leave; an on-prem node is in Slurm for good."""
+    if NodeFlag.CLOUD not in node.flags:
+        raise InvalidRequestError(
+            f"cannot {verb} {node.name}: it is an on-prem Slurm node (not State=CLOUD in "
+            "slurm.conf), which tidectl never powers up or down; use a CLOUD node for bursts, "
+            "or drain this one"
+        )
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

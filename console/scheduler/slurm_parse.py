@@ -5,7 +5,13 @@ What is read:
 * ``sinfo --json`` for nodes. Slurm 22.05 (openapi v0.0.38) gives ``state`` as the base state
   (``idle``, ``mixed``, ``allocated``, ``down``...) and the rest in ``state_flags``
   (``DRAIN``, ``NOT_RESPONDING``, ``CLOUD``, ``POWERED_DOWN``...). Slurm 23.02 and later give
-  ``state`` as one list holding both; both shapes are read.
+  ``state`` as one list holding both; both shapes are read. A CLOUD node under power saving
+  goes, as 22.05 reports it: ``[CLOUD, POWERED_DOWN]`` → (power-up asked) ``[CLOUD, POWER_UP,
+  POWERED_DOWN]`` → (ResumeProgram called) ``[CLOUD, NOT_RESPONDING, POWERING_UP]`` → (its
+  slurmd registered) ``[CLOUD]`` → (power-down asked) ``[CLOUD, POWER_DOWN]`` →
+  (SuspendProgram called) ``[CLOUD, POWERING_DOWN]`` → (SuspendTimeout later)
+  ``[CLOUD, POWERED_DOWN]``; a resume that times out leaves ``down`` ``[CLOUD, POWERED_DOWN,
+  NOT_RESPONDING]``, reason ``ResumeTimeout reached``.
 * ``squeue --json`` for jobs. It lists finished jobs too (and ignores ``-t``/``-w``), so only
   pending, running and completing jobs are kept. ``nodes`` is a host list (``gpu[1-4]``);
   times are plain numbers in 22.05 and ``{"set", "infinite", "number"}`` objects in 23.02+.
@@ -56,6 +62,10 @@ _FLAGS: Final[Mapping[str, NodeFlag]] = {
     "CLOUD": NodeFlag.CLOUD,
     "POWERED_DOWN": NodeFlag.POWERED_DOWN,
     "POWERING_UP": NodeFlag.POWERING_UP,
+    # A power-up asked for (scontrol or a job), not started yet: Slurm shows it beside
+    # POWERED_DOWN for up to a second, and keeps it through a power-down asked meanwhile
+    # (the node powers down, then up again). Read as on its way up.
+    "POWER_UP": NodeFlag.POWERING_UP,
     "POWERING_DOWN": NodeFlag.POWERING_DOWN,
     "POWER_DOWN": NodeFlag.POWER_DOWN_PENDING,  # a power-down asked for, not started yet
 }

@@ -184,12 +184,3 @@ async def test_a_bad_reason_is_refused_before_any_command() -> None:
 
     with pytest.raises(InvalidReasonError):
         await sched.drain(["onprem1"], "two\nlines")
-
-
-async def test_nodes_joining_and_leaving_are_refused_with_a_sentence() -> None:
-    sched = SlurmScheduler()
-
-    with pytest.raises(InvalidRequestError, match="not supported"):
-        await sched.add_node("burst1", 8)
-    with pytest.raises(InvalidRequestError, match="not supported"):
-        await sched.remove_node("burst1")
