@@ -35,6 +35,7 @@ import pytest
 from tests.console.lifecycle.world import CLUSTER, POOL
 from tests.harness.slurm import PowerSaving, SlurmCluster, unavailable_reason
 from tidectl.console.config.loader import load_config
+from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.plane import ControlPlane
 from tidectl.console.lifecycle.engine import Engine
 from tidectl.console.lifecycle.states import State
@@ -104,9 +105,14 @@ class BootsSlurmd(SlurmScheduler):
         self.broken = set(broken)
 
     async def add_node(self, name: str, gpus: int) -> None:
-        if name not in self.broken and self.cluster.cloud_slurmd(name) is None:
-            self.cluster.start_cloud_node(name)
         await super().add_node(name, gpus)
+        # Slurm takes a slurmd's registration only while the node powers up, and a power-up
+        # it has not started yet outlives a power-down (it would resume the node again once
+        # powered down): start slurmd once Slurm shows it powering up (`#`), which its
+        # ResumeProgram call marks. The engine asks again each pass until then.
+        powering_up = self.cluster.node_states()[name].endswith("#")
+        if powering_up and name not in self.broken and self.cluster.cloud_slurmd(name) is None:
+            self.cluster.start_cloud_node(name)
 
 
 class EndsSlurmd(SimProvider):
@@ -250,3 +256,50 @@ async def test_a_node_that_never_registers_ends_failed_with_the_reason(
     assert len(failed) == 1 and "did not register within ResumeTimeout" in failed[0]
     assert all(e.stopped_at is not None for e in store.ledger("cloud2"))
     assert store.open_instance_ids() == set()
+
+
+async def test_an_operator_burst_powers_the_node_up_and_terminate_powers_it_down(
+    slurm: SlurmCluster, service: Service
+) -> None:
+    plane, store = service.plane, service.plane.store
+    ana = Caller("ana", Frontend.CLI)
+    result = await plane.burst(ana, "gpu", count=1)
+    assert result.nodes == ("cloud1",)  # the pool's first free Slurm name
+    await until(
+        lambda: (n := store.node("cloud1")) is not None and n.state is S.ACTIVE,
+        "cloud1 active",
+        30,
+    )
+    job = await srun(slurm, "cloud1")
+    async with asyncio.timeout(30):
+        _, err = await job.communicate()
+    assert job.returncode == 0, err.decode()
+    await plane.drain(ana, "cloud1", reason="done with it")
+    await until(
+        lambda: (n := store.node("cloud1")) is not None and n.state is S.DRAINED,
+        "cloud1 drained",
+        20,
+    )
+    await plane.terminate(ana, "cloud1")
+    await until(
+        lambda: (n := store.node("cloud1")) is not None and n.state is S.TERMINATED,
+        "cloud1 terminated",
+        30,
+    )
+    assert store.open_instance_ids() == set()
+    # Slurm powers it down and lifts the drain with it (measured: the state is
+    # IDLE+CLOUD+POWERED_DOWN, the old reason still shown): the name is free again...
+    await until(lambda: slurm.node_states()["cloud1"].endswith("~"), "cloud1 powered down", 20)
+    shown = slurm.run("scontrol", "show", "node", "cloud1", "-o").stdout
+    assert "State=IDLE+CLOUD+POWERED_DOWN " in shown, shown
+    assert slurm.cloud_slurmd("cloud1") is None
+    # ...and Slurm's power saving bursts into it again: a new instance under the same name.
+    first = [i for i in store.instances() if i.node == "cloud1"]
+    job = await srun(slurm, "cloud1")
+    async with asyncio.timeout(60):
+        _, err = await job.communicate()
+    assert job.returncode == 0, err.decode()
+    again = [i for i in store.instances() if i.node == "cloud1"]
+    assert len(first) == 1 and len(again) == 2
+    moves = [(before, after) for before, after, _ in states_of(service, "cloud1")]
+    assert (S.TERMINATED, S.REQUESTED) in moves
