@@ -37,7 +37,7 @@ from tidectl.console.lifecycle.states import IllegalTransition, NodeKind, State,
 from tidectl.console.lifecycle.store import Store
 from tidectl.console.nodesets import expand
 from tidectl.console.providers.base import ProviderError
-from tidectl.console.scheduler.base import Job, Scheduler, SchedulerError
+from tidectl.console.scheduler.base import Job, Scheduler, SchedulerError, SchedulerSnapshot
 
 __all__ = ["RECONCILE_INTERVAL_S", "ControlPlane", "Progress", "refusal"]
 
@@ -413,6 +413,11 @@ class ControlPlane:
     def transitions(self, after_id: int = 0, limit: int = 500) -> list[tuple[int, Transition]]:
         """Lifecycle moves since row ``after_id`` (for an events view)."""
         return self.store.transitions_since(after_id, limit)
+
+    def scheduler_snapshot(self) -> SchedulerSnapshot | None:
+        """The scheduler's nodes and jobs as the last reconcile pass read them (None without a
+        scheduler, or before a pass): Slurm's state and jobs for a view, and pending demand."""
+        return self.engine.scheduler_seen
 
     def last_transition_id(self) -> int:
         return self.store.last_transition_id()

@@ -59,6 +59,7 @@ from tidectl.console.scheduler.base import (
     SchedState,
     Scheduler,
     SchedulerError,
+    SchedulerSnapshot,
     UnknownNodeError,
 )
 from tidectl.console.transport.backoff import Backoff
@@ -161,6 +162,8 @@ class Engine:
         self._terminate_retry: dict[str, tuple[float, Backoff]] = {}
         #: The scheduler's node names as of the last observe (a join needs no second ask).
         self._in_scheduler: set[str] = set()
+        #: The scheduler's nodes and jobs as the last pass read them (None before one has).
+        self.scheduler_seen: SchedulerSnapshot | None = None
         #: Nodes whose link was refused, with the sentence (reported once, not every pass).
         self.link_refusals: dict[str, str] = {}
         self.operations = Operations(
@@ -235,6 +238,7 @@ class Engine:
         sched_nodes = await self._scheduler.nodes()
         self._in_scheduler = {node.name for node in sched_nodes}
         jobs = await self._scheduler.jobs()
+        self.scheduler_seen = SchedulerSnapshot(tuple(sched_nodes), tuple(jobs))
         on_node: dict[str, int] = {}
         for job in jobs:
             if job.state in _ON_NODE:

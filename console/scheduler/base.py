@@ -37,6 +37,7 @@ __all__ = [
     "SchedState",
     "Scheduler",
     "SchedulerError",
+    "SchedulerSnapshot",
     "SchedulerUnavailableError",
     "UnknownNodeError",
     "automation_reason",
@@ -286,6 +287,26 @@ class Demand:
     def of(self, partition: str) -> PartitionDemand:
         """The demand of ``partition``; all zeros when nothing is pending there."""
         return self.partitions.get(partition) or PartitionDemand(partition, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSnapshot:
+    """The scheduler's nodes and jobs as one read saw them (the reconcile loop's, for the
+    front ends: a view shows it, never asks the scheduler itself)."""
+
+    nodes: tuple[SchedNode, ...] = ()
+    jobs: tuple[Job, ...] = ()
+
+    def node(self, name: str) -> SchedNode | None:
+        return next((node for node in self.nodes if node.name == name), None)
+
+    def jobs_on(self, name: str) -> tuple[Job, ...]:
+        """The jobs running (or completing) on node ``name``."""
+        return tuple(j for j in self.jobs if j.state is not JobState.PENDING and name in j.nodes)
+
+    @property
+    def demand(self) -> Demand:
+        return demand_of(self.jobs)
 
 
 def demand_of(jobs: Iterable[Job]) -> Demand:

@@ -31,7 +31,7 @@ from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import Transition
-from tidectl.console.scheduler.base import Job
+from tidectl.console.scheduler.base import Job, SchedulerSnapshot
 from tidectl.console.server.client import RemotePlane, ServiceUnavailable
 from tidectl.console.server.mirror import FleetMessage, FleetMirror, LifeMirror, decode_stream
 from tidectl.console.server.wire import Request, decode_response, encode
@@ -199,6 +199,9 @@ class AttachedPlane:
 
     def pools(self) -> tuple[PoolSpec, ...]:
         return self._pools
+
+    def scheduler_snapshot(self) -> SchedulerSnapshot | None:
+        return self.life.scheduler_snapshot()
 
     # -- the actions (the service's) --------------------------------------------------------
 

@@ -8,7 +8,8 @@ store's whole past), reports added since — or None when nothing is. It reads t
 about once a second per client: a thousand live records compare in well under a millisecond.
 
 Message: ``{"event": "life", "records": [NodeRecord...], "gone": [name...], "moves": [[id,
-Transition]...], "reports": [sentence...], "reported": N, "burn": {pool: $/h, "": all pools}}``.
+Transition]...], "reports": [sentence...], "reported": N, "burn": {pool: $/h, "": all pools},
+"scheduler": {"nodes": [...], "jobs": [...]}}`` (the scheduler's view only when it changed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import Transition
+from tidectl.console.scheduler.base import SchedulerSnapshot
 
 __all__ = ["HISTORY", "LifeDelta", "LifeReads"]
 
@@ -46,6 +48,8 @@ class LifeReads(Protocol):
 
     def pools(self) -> tuple[PoolSpec, ...]: ...
 
+    def scheduler_snapshot(self) -> SchedulerSnapshot | None: ...
+
 
 class LifeDelta:
     def __init__(self, plane: LifeReads) -> None:
@@ -55,6 +59,7 @@ class LifeDelta:
         # The reports a client is first sent: those still kept (the plane keeps the last 200).
         self._reported = plane.reported - len(plane.reports)
         self._burn: dict[str, float] | None = None
+        self._sched: SchedulerSnapshot | None = None
 
     def next(self) -> dict[str, Any] | None:
         """What changed since the last call, as a ``life`` message; None when nothing did."""
@@ -75,9 +80,14 @@ class LifeDelta:
         burn[""] = plane.burn_rate()
         burn_moved = burn != self._burn
         self._burn = burn
-        if not (changed or gone or moves or reports or burn_moved):
+        # The scheduler's view: whole, when the last pass read something new (a pass reads
+        # it whole too; a thousand nodes and their jobs are a few hundred KiB).
+        snapshot = plane.scheduler_snapshot()
+        sched_moved = snapshot is not self._sched and snapshot != self._sched
+        self._sched = snapshot
+        if not (changed or gone or moves or reports or burn_moved or sched_moved):
             return None
-        return {
+        message: dict[str, Any] = {
             "event": "life",
             "records": changed,
             "gone": gone,
@@ -86,3 +96,6 @@ class LifeDelta:
             "reported": plane.reported,
             "burn": burn,
         }
+        if sched_moved:
+            message["scheduler"] = snapshot
+        return message

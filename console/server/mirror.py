@@ -24,6 +24,7 @@ from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import Transition
 from tidectl.console.model import LinkState
+from tidectl.console.scheduler.base import SchedulerSnapshot
 
 __all__ = ["FleetMessage", "FleetMirror", "LifeMessage", "LifeMirror", "decode_stream"]
 
@@ -61,6 +62,8 @@ class LifeMessage(msgspec.Struct, tag="life", tag_field="event"):
     reports: list[str]
     reported: int
     burn: dict[str, float]
+    #: Absent: the scheduler's view did not change (or there is none yet).
+    scheduler: SchedulerSnapshot | None = None
 
 
 _DECODER: msgspec.json.Decoder[FleetMessage | LifeMessage] = msgspec.json.Decoder(
@@ -122,6 +125,7 @@ class LifeMirror:
         self._records: dict[str, NodeRecord] = {}
         self._moves: deque[tuple[int, Transition]] = deque(maxlen=_MOVES_KEPT)
         self._burn: dict[str, float] = {}
+        self._scheduler: SchedulerSnapshot | None = None
         self._whole = True
 
     def restart(self) -> None:
@@ -141,6 +145,8 @@ class LifeMirror:
         self.reports = (self.reports + message.reports)[-200:]
         self.reported = message.reported
         self._burn = dict(message.burn)
+        if message.scheduler is not None:
+            self._scheduler = message.scheduler
 
     def nodes(self, pool: str | None = None, *, live_only: bool = False) -> list[NodeRecord]:
         """The live nodes (the service streams no terminated ones: ``live_only`` is always
@@ -152,3 +158,6 @@ class LifeMirror:
 
     def burn_rate(self, pool: str | None = None) -> float:
         return self._burn.get("" if pool is None else pool, 0.0)
+
+    def scheduler_snapshot(self) -> SchedulerSnapshot | None:
+        return self._scheduler

@@ -6,6 +6,7 @@ through the control plane. What they say comes from ``view.actions``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
@@ -149,7 +150,8 @@ class DrainDialog(ActionDialog[str | None]):
                 yield Static(f"The jobs on it cannot be listed: {self.problem}", id="jobs")
             else:
                 lines = [drain_heading(self.node, self.jobs)]
-                lines += [f"  {job_line(job)}" for job in self.jobs]
+                now = time.time()  # Slurm's and the sim scheduler's clock: the wall's
+                lines += [f"  {job_line(job, now)}" for job in self.jobs]
                 yield Static("\n".join(lines), id="jobs")
             yield Static("Reason (the scheduler shows it):")
             yield Input(value=self.reason, id="reason")

@@ -1,5 +1,5 @@
-"""One node in full (Enter on a row): its lifecycle, GPUs, IB ports, filesystems, NICs,
-findings, events."""
+"""One node in full (Enter on a row): its lifecycle, its scheduler state and jobs, GPUs, IB
+ports, filesystems, NICs, findings, events."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ class NodeScreen(Screen[None]):
             # The console's last read of the store (at most a second old), when a plane runs.
             feed = getattr(self.app, "life", None)
             record = feed.records.get(self.node_name) if feed is not None else None
-            detail.update(node_detail(node, self.fleet.now(), record, time.time()))
+            scheduler = feed.scheduler if feed is not None else None
+            detail.update(node_detail(node, self.fleet.now(), record, time.time(), scheduler))
         self.dirty = False
 
     def action_inject(self) -> None:

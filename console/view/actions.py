@@ -30,6 +30,7 @@ __all__ = [
     "resume_refusal",
     "terminate_question",
     "terminate_refusal",
+    "time_left",
 ]
 
 _DRAINABLE = frozenset({State.ACTIVE, State.JOINING})
@@ -118,11 +119,28 @@ def terminate_question(record: NodeRecord) -> list[str]:
     return lines
 
 
-def job_line(job: Job) -> str:
+def job_line(job: Job, now: float | None = None) -> str:
+    """One job as a drain lists it; with ``now`` (the scheduler's clock: wall time for Slurm)
+    and a time limit, how long it may still run."""
     where = f"{job.gpus_per_node} GPUs" + (
         f" on each of {job.node_count} nodes" if job.node_count > 1 else ""
     )
-    return f"{job.id}  {job.name}  ({job.user}, {where})"
+    left = time_left(job, now) if now is not None else None
+    return f"{job.id}  {job.name}  ({job.user}, {where}{', ' + left if left else ''})"
+
+
+def time_left(job: Job, now: float) -> str | None:
+    """``"2 h 05 min left"`` of a started job's time limit; ``"no time limit"``; None when
+    the scheduler did not say when it started."""
+    if job.started_at is None:
+        return None
+    if job.time_limit_s is None:
+        return "no time limit"
+    seconds = max(0.0, job.started_at + job.time_limit_s - now)
+    minutes = int(seconds // 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60:02d} min left"
+    return f"{minutes} min left" if minutes else "under a minute left"
 
 
 def drain_heading(name: str, jobs: Sequence[Job]) -> str:

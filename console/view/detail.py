@@ -13,9 +13,11 @@ from rich.text import Text
 from tidectl.console.fleet import NodeState
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.model import Severity
+from tidectl.console.scheduler.base import SchedulerSnapshot
 from tidectl.console.view import cells
 from tidectl.console.view.badges import HEALTH_STYLE, LIFE_STYLE, LINK_STYLE, health_badge
 from tidectl.console.view.events import FleetEvent, events_table
+from tidectl.console.view.scheduler import node_scheduler
 
 GPU_SPARK = 30
 
@@ -194,13 +196,21 @@ def lifecycle(record: NodeRecord, wall_now: float) -> Text:
 
 
 def node_detail(
-    node: NodeState, now: float, life: NodeRecord | None = None, wall_now: float = 0.0
+    node: NodeState,
+    now: float,
+    life: NodeRecord | None = None,
+    wall_now: float = 0.0,
+    scheduler: SchedulerSnapshot | None = None,
 ) -> Group:
     """The whole page; ``life`` (the store's record of the node, when it has one) adds its
-    lifecycle line under the title."""
+    lifecycle line under the title, ``scheduler`` (the last read of one) its state and jobs
+    there (Slurm's and the sim scheduler's clock is the wall's: ``wall_now``)."""
     parts: list[RenderableType] = [title(node, now)]
     if life is not None:
         parts.append(lifecycle(life, wall_now))
+    if scheduler is not None:
+        name = node.name
+        parts.append(node_scheduler(scheduler.node(name), scheduler.jobs_on(name), wall_now))
     parts += [Text(), findings(node)]
     for section in (gpus(node), ib_ports(node), filesystems(node), nics(node)):
         if section is not None:

@@ -1,5 +1,5 @@
 """The console's header: the cluster at a glance, from ``Fleet.summary()`` and, with a
-control plane, its cloud nodes and what they cost an hour."""
+control plane, its cloud nodes, what they cost an hour, and the jobs waiting for nodes."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def header_text(cluster: str, summary: FleetSummary, life: LifeSummary | None = 
         n = summary.by_health.get(level, 0)
         style = HEALTH_STYLE[level] if n else "dim"
         text.append(f"{HEALTH_SYMBOL[level]} {n} {HEALTH_WORD[level]}", style=style)
+    if life is not None and life.pending is not None and life.pending.jobs:
+        pending = life.pending
+        text.append(f" · pending {pending.jobs} jobs, {pending.gpus} GPUs", style="bold")
     return text
 
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import NodeKind, State, Transition
+from tidectl.console.scheduler.base import Demand, SchedulerSnapshot
 from tidectl.console.view.events import MAX_SHOWN, FleetEvent, LifeEvent
 
 __all__ = ["LifeFeed", "LifeSource", "LifeSummary", "life_event", "report_event"]
@@ -46,6 +47,8 @@ class LifeSource(Protocol):
 
     def burn_rate(self, pool: str | None = None) -> float: ...
 
+    def scheduler_snapshot(self) -> SchedulerSnapshot | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class LifeSummary:
@@ -54,6 +57,8 @@ class LifeSummary:
 
     cloud: Mapping[State, int]
     burn_rate: float
+    #: Jobs waiting in the scheduler's queue (what a burst would serve); None: no scheduler.
+    pending: Demand | None = None
 
     @property
     def cloud_nodes(self) -> int:
@@ -98,6 +103,8 @@ class LifeFeed:
         #: Lifecycle moves and reports, newest first.
         self.events: deque[FleetEvent] = deque(maxlen=keep)
         self.burn_rate = 0.0
+        #: The scheduler's nodes and jobs, as the plane last read them (None: no scheduler).
+        self.scheduler: SchedulerSnapshot | None = None
         self._after_id = 0
         self._reports_seen = 0
         self._said: dict[str, float] = {}
@@ -123,6 +130,7 @@ class LifeFeed:
         self.records.clear()
         self.states.clear()
         self.burn_rate = 0.0
+        self.scheduler = None
         return gone
 
     def record(self, name: str) -> NodeRecord | None:
@@ -144,7 +152,7 @@ class LifeFeed:
         self._read_moves(source, fleet_now - wall_now)
         self._read_reports(source, fleet_now)
         self.burn_rate = source.burn_rate()
-        return changed
+        return changed | self._read_scheduler(source)
 
     def summary(self) -> LifeSummary | None:
         if self.source is None:
@@ -154,7 +162,8 @@ class LifeFeed:
             for record in self.records.values()
             if record.kind is NodeKind.CLOUD and record.state is not State.TERMINATED
         )
-        return LifeSummary(dict(cloud), self.burn_rate)
+        pending = self.scheduler.demand if self.scheduler is not None else None
+        return LifeSummary(dict(cloud), self.burn_rate, pending)
 
     def _read_nodes(self, source: LifeSource) -> frozenset[str]:
         # Terminated nodes have left the fleet, and a long-lived store holds many of them.
@@ -164,6 +173,21 @@ class LifeFeed:
         changed = {name for name, state in states.items() if old.get(name) is not state}
         changed.update(name for name in old if name not in states)
         self.records, self.states = records, states
+        return frozenset(changed)
+
+    def _read_scheduler(self, source: LifeSource) -> frozenset[str]:
+        """The scheduler's view; returns the nodes whose scheduler state or jobs changed."""
+        before, after = self.scheduler, source.scheduler_snapshot()
+        self.scheduler = after
+        if after is before or after == before:
+            return frozenset()
+        old = {n.name: n for n in before.nodes} if before else {}
+        new = {n.name: n for n in after.nodes} if after else {}
+        changed = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+        jobs_before = set(before.jobs) if before else set()
+        jobs_after = set(after.jobs) if after else set()
+        for job in jobs_before ^ jobs_after:
+            changed.update(job.nodes)
         return frozenset(changed)
 
     def _read_moves(self, source: LifeSource, offset: float) -> None:

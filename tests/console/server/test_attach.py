@@ -164,6 +164,15 @@ async def test_lifecycle_reads_follow_the_services_store_and_actions_run_there(
         assert {j.id for j in await attached.jobs_on(list(result.nodes))} == {
             j.id for j in await plane.jobs_on(list(result.nodes))
         }
+        # The scheduler's view, as the service's last reconcile pass read it.
+        await until(
+            lambda: (
+                (seen := plane.scheduler_snapshot()) is not None
+                and {n.name for n in seen.nodes} >= set(result.nodes)
+                and attached.scheduler_snapshot() == seen
+            ),
+            "the scheduler's view did not follow",
+        )
 
 
 async def test_a_remote_wait_streams_each_step(service: Service, plane: ControlPlane) -> None:

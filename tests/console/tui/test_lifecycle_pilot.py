@@ -33,6 +33,7 @@ from tidectl.console.scheduler.workload import JobSpec
 from tidectl.console.tui.action_dialogs import BurstDialog, ConfirmDialog, DrainDialog
 from tidectl.console.tui.app import ConsoleApp, console_app
 from tidectl.console.tui.events_screen import EventsScreen
+from tidectl.console.tui.node_screen import NodeScreen
 
 SIZE = (190, 50)
 HEAD = '[cluster]\nname = "lab"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
@@ -136,14 +137,15 @@ async def test_burst_drain_resume_and_a_refused_terminate_through_the_console(
         # d on the node a job runs on: the dialog lists the job; the drain lets it finish.
         scheduler = plane._scheduler
         assert isinstance(scheduler, SimScheduler)
-        job_id = scheduler.submit(JobSpec("llm-pretrain", "ana", 1, 8, duration_s=3600.0))
+        spec = JobSpec("llm-pretrain", "ana", 1, 8, duration_s=3600.0, time_limit_s=7200.0)
+        job_id = scheduler.submit(spec)
         (job,) = [j for j in await scheduler.jobs() if j.id == job_id]
         (node,) = job.nodes
         await _select(pilot, app, node)
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, DrainDialog), 5, "the drain dialog")
         text = screen_text(app)
-        assert f"{job_id}  llm-pretrain  (ana, 8 GPUs)" in text
+        assert f"{job_id}  llm-pretrain  (ana, 8 GPUs, 1 h 59 min left)" in text
         assert "1 job(s) on it run to" in text and "via tidectl console" in text
         mark = len(said.all)
         await pilot.press("enter")
@@ -156,6 +158,14 @@ async def test_burst_drain_resume_and_a_refused_terminate_through_the_console(
         # r resumes it.
         await pilot.press("r")
         await wait_for(pilot, lambda: _life(app, node) is State.ACTIVE, 10, f"{node} resumed")
+
+        # Enter: the node in full, with its scheduler state and the job there.
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, NodeScreen), 5, "the node screen")
+        await wait_for(pilot, lambda: "Scheduler alloc" in screen_text(app), 5, "its state")
+        row = [line for line in screen_text(app).splitlines() if line.lstrip().startswith(job_id)]
+        assert row and row[0].split() == f"{job_id} ana llm-pretrain 8 1 h 59 min left".split()
+        await pilot.press("escape")
 
         # The events view has the moves, with why and who.
         await pilot.press("e")

@@ -14,6 +14,13 @@ from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import NodeKind, State, Transition
 from tidectl.console.lifecycle.store import Store
 from tidectl.console.model import LinkState
+from tidectl.console.scheduler.base import (
+    Job,
+    JobState,
+    SchedNode,
+    SchedState,
+    SchedulerSnapshot,
+)
 from tidectl.console.view import render
 from tidectl.console.view.events import FleetEvent, fleet_events
 from tidectl.console.view.filter import FilterError
@@ -140,6 +147,11 @@ class StoreSource:
     def burn_rate(self, pool: str | None = None) -> float:
         return self.store.burn_rate(pool)
 
+    def scheduler_snapshot(self) -> SchedulerSnapshot | None:
+        return self.scheduler
+
+    scheduler: SchedulerSnapshot | None = None
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
@@ -253,6 +265,33 @@ def test_a_long_history_is_read_in_pages_and_only_the_newest_are_kept(store: Sto
     assert feed.events[0].node == "b1200" and feed.events[-1].node == "b1191"
 
 
+def test_the_feed_says_which_nodes_changed_in_the_scheduler_and_sums_what_waits(
+    store: Store,
+) -> None:
+    clock = Clock()
+    feed = LifeFeed(clock=clock)
+    source = StoreSource(store)
+    feed.attach(source)
+    assert feed.poll(fleet_now=FLEET_NOW, wall_now=WALL) == frozenset()
+    assert feed.summary() == LifeSummary({}, 0.0, None)  # no scheduler: nothing pending said
+    running = Job("5", "train", "ana", JobState.RUNNING, "gpu", 1, 8, ("gpu2",))
+    waiting = Job("6", "eval", "bo", JobState.PENDING, "gpu", 2, 8, reason="Resources")
+    idle = SchedNode("gpu1", SchedState.IDLE)
+    source.scheduler = SchedulerSnapshot(
+        (idle, SchedNode("gpu2", SchedState.MIXED)), (running, waiting)
+    )
+    clock.now += 1.0
+    assert feed.poll(fleet_now=FLEET_NOW, wall_now=WALL) == {"gpu1", "gpu2"}
+    summary = feed.summary()
+    assert summary is not None and summary.pending is not None
+    assert (summary.pending.jobs, summary.pending.gpus) == (1, 16)
+    # Only gpu2's job ended: only gpu2 is said to have changed.
+    source.scheduler = SchedulerSnapshot((idle, SchedNode("gpu2", SchedState.IDLE)), (waiting,))
+    clock.now += 1.0
+    assert feed.poll(fleet_now=FLEET_NOW, wall_now=WALL) == {"gpu2"}
+    assert feed.scheduler is not None and feed.scheduler.jobs_on("gpu2") == ()
+
+
 # --- header and events --------------------------------------------------------------------------
 
 
@@ -265,6 +304,13 @@ def test_the_header_shows_cloud_nodes_by_state_and_the_burn_rate() -> None:
     assert first.endswith("· cloud 3 (1 bootstrapping, 2 active) · burn $72.00/h")
     none = header_text("lab", summary, LifeSummary({}, 0.0)).plain.splitlines()[0]
     assert none.endswith("· cloud 0 · burn $0.00/h")
+    # What waits in the scheduler's queue, on the second line; nothing said when nothing waits.
+    waiting = Job("6", "eval", "bo", JobState.PENDING, "gpu", 2, 8, reason="Resources")
+    queued = LifeSummary({}, 0.0, SchedulerSnapshot(jobs=(waiting,)).demand)
+    second = header_text("lab", summary, queued).plain.splitlines()[1]
+    assert second.endswith(" · pending 1 jobs, 16 GPUs")
+    empty = LifeSummary({}, 0.0, SchedulerSnapshot().demand)
+    assert "pending" not in header_text("lab", summary, empty).plain
 
 
 def test_lifecycle_moves_merge_into_the_fleet_events_newest_first(store: Store) -> None:
