@@ -27,7 +27,7 @@ from tidectl.console.config.model import ClusterConfig, NodeSpec
 from tidectl.console.fleet import DuplicateNodeError, Fleet
 from tidectl.console.model import LinkState
 from tidectl.console.transport.deploy import AgentPackage
-from tidectl.console.transport.link import NodeLink
+from tidectl.console.transport.link import CommandResult, NodeLink
 from tidectl.console.transport.ssh import SshConnector, raise_fd_limit
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,14 @@ class Collector:
         self.connector.forget(name)
         if name in self.fleet.nodes:
             self.fleet.remove(name)
+
+    async def run_on(self, name: str, command: str, timeout_s: float) -> CommandResult:
+        """Run ``command`` on node ``name`` over its open connection (the one its agent
+        streams on); a node not watched, or not connected, gives a result with the error."""
+        link = self.links.get(name)
+        if link is None:
+            return CommandResult(name, None, "", "", "the collector does not watch this node")
+        return await link.run_command(command, timeout_s)
 
     async def __aenter__(self) -> Collector:
         await self.start()

@@ -66,6 +66,10 @@ class BootstrapSettings:
     user: str | None = None  # None: [ssh] user
     boot_timeout_s: float = 900.0  # launch accepted → the instance runs and answers SSH
     join_timeout_s: float = 300.0  # healthy → the scheduler has the node
+    #: Run on the node over SSH when it joins (``{node}``: its name), e.g. starting slurmd for
+    #: its Slurm CLOUD NodeName. With Slurm power saving, once Slurm is powering the node up.
+    #: Must be safe to run twice (a restarted control plane runs it again). None: nothing.
+    join_command: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

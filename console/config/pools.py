@@ -182,6 +182,25 @@ def _slurm_nodes(table: Table, pool: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _join_command(table: Table) -> str | None:
+    command = table.string(
+        "join_command", None, example='join_command = "sudo systemctl start slurmd"'
+    )
+    if command is None:
+        return None
+    if not command.strip():
+        raise table.error("join_command", "join_command is empty; remove it or give a command")
+    try:
+        command.format(node="n")
+    except (KeyError, IndexError, ValueError) as error:
+        raise table.error(
+            "join_command",
+            f"join_command {command!r} has a placeholder other than {{node}} ({error}); "
+            "write a literal brace as {{ or }}",
+        ) from None
+    return command
+
+
 def _strings(table: Table, key: str, default: str | None) -> list[str] | None:
     items = table.list_of(key, str)
     if items is None:
@@ -203,6 +222,7 @@ def _read_bootstrap(table: Table | None) -> BootstrapSettings:
         user=table.string("user", None, example='user = "ubuntu"'),
         boot_timeout_s=table.number("boot_timeout_s", 900.0, above=0.0),
         join_timeout_s=table.number("join_timeout_s", 300.0, above=0.0),
+        join_command=_join_command(table),
     )
     table.finish()
     return settings

@@ -97,6 +97,21 @@ class Bootstrapper:
     def linked_names(self) -> list[str]:
         return list(self._linked)
 
+    async def run(self, node: str, command: str, timeout_s: float) -> str | None:
+        """Run ``command`` on linked ``node`` over its SSH connection; None when it exited 0,
+        else a sentence with its status and the end of its stderr."""
+        if node not in self._linked:
+            return f"cloud node {node} is not linked: nothing can run on it yet"
+        result = await self._collector.run_on(node, command, timeout_s)
+        if result.error is not None:
+            return f"{command!r} could not run on {node}: {result.error}"
+        if result.exit_status != 0:
+            said = (result.stderr.strip() or result.stdout.strip())[-300:]
+            return f"{command!r} exited {result.exit_status} on {node}" + (
+                f": {said}" if said else ""
+            )
+        return None
+
     def admission(self, node: str) -> Admission:
         """The admission gate's verdict on ``node``, with its sentence."""
         known = self._linked.get(node)

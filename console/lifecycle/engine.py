@@ -87,6 +87,8 @@ _ON_NODE = frozenset({JobState.RUNNING, JobState.COMPLETING})
 #: A termination not yet confirmed is asked again after this long, doubling (with jitter) up
 #: to the maximum: every pass would hammer a cloud API that is slow or failing.
 TERMINATE_RETRY_MIN_S = 10.0
+#: The longest a pool's join command may run on a node (starting a daemon takes seconds).
+JOIN_COMMAND_TIMEOUT_S = 120.0
 TERMINATE_RETRY_MAX_S = 300.0
 #: States in which a cloud node's instance runs and the console should hear its agent.
 LINKED = frozenset(
@@ -107,6 +109,10 @@ class Linker(Protocol):
 
     def linked_names(self) -> list[str]:
         """Every node linked now."""
+        ...
+
+    async def run(self, node: str, command: str, timeout_s: float) -> str | None:
+        """Run ``command`` on the node; None when it succeeded, else a sentence why not."""
         ...
 
 
@@ -162,6 +168,7 @@ class Engine:
         self._terminate_retry: dict[str, tuple[float, Backoff]] = {}
         #: The scheduler's node names as of the last observe (a join needs no second ask).
         self._in_scheduler: set[str] = set()
+        self._join_commands_run: set[str] = set()  # nodes whose join command succeeded
         #: The scheduler's nodes and jobs as the last pass read them (None before one has).
         self.scheduler_seen: SchedulerSnapshot | None = None
         #: Nodes whose link was refused, with the sentence (reported once, not every pass).
@@ -430,6 +437,27 @@ class Engine:
                 self._in_scheduler.add(action.node)
         except SchedulerError as error:
             return Report(action.node, f"the scheduler did not take the node: {error}")
+        if pool is not None and pool.bootstrap.join_command:
+            return await self._run_join_command(
+                action.node, pool.bootstrap.join_command, cloud_node
+            )
+        return None
+
+    async def _run_join_command(self, node: str, command: str, cloud_node: bool) -> Report | None:
+        """The pool's join command, once per node (again after a restart: it must be safe to
+        repeat). For a Slurm CLOUD node only once Slurm's power-up is under way, as a pass
+        saw it: its slurmd is heard only while Slurm powers the node up, and a power-up Slurm
+        has not started yet would outlive a power-down (measured; docs/slurm.md)."""
+        if node in self._join_commands_run or self._linker is None:
+            return None
+        if cloud_node:
+            seen = self.scheduler_seen.node(node) if self.scheduler_seen is not None else None
+            if seen is None or NodeFlag.POWERED_DOWN in seen.flags:
+                return None  # the power-up is asked, not under way: next pass
+        failure = await self._linker.run(node, command.format(node=node), JOIN_COMMAND_TIMEOUT_S)
+        if failure is not None:
+            return Report(node, f"the join command failed (tried again next pass): {failure}")
+        self._join_commands_run.add(node)
         return None
 
     # -- the loop's one pass ----------------------------------------------------------------
@@ -458,6 +486,8 @@ class Engine:
         for name in self._linker.linked_names():
             if name not in should:  # ended (or failed): its SSH goes with it
                 await self._linker.unlink(name)
+                # A name launched again (a Slurm CLOUD node) is a new machine: join it anew.
+                self._join_commands_run.discard(name)
                 self.link_refusals.pop(name, None)
         for name, record in should.items():
             if self._linker.linked(name):

@@ -362,3 +362,29 @@ def test_next_tick_skips_missed_ticks() -> None:
     assert next_tick(10.0, 1.0, 11.0) == 11.0
     assert next_tick(10.0, 1.0, 13.2) == 14.0
     assert next_tick(10.0, 0.25, 10.9) == 11.0
+
+
+def test_a_post_leaves_the_semaphore_released_even_when_it_was_released_meanwhile() -> None:
+    """A lock used as a binary semaphore is left released by a post, posted twice or not; a
+    release that finds it released already (it happened once, in an agent stopped by SIGTERM
+    under load) is not an error: the post's promise holds."""
+    from tidectl.agents.runner import _post
+
+    lock = threading.Lock()
+    _post(lock)
+    _post(lock)
+    assert lock.acquire(False)  # released, once
+
+    class SeenLockedThenReleased:
+        """acquire saw it held; by release, it was released already."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def acquire(self, blocking: bool = True) -> bool:
+            return False
+
+        def release(self) -> None:
+            self.lock.release()  # raises: released already
+
+    _post(SeenLockedThenReleased())  # does not raise

@@ -74,6 +74,8 @@ def test_every_optional_value(folder: Path) -> None:
     assert pool.security_group_ids == ("sg-1", "sg-2")
     assert (pool.capacity_backoff_s, pool.all_or_nothing) == (120.0, True)
     assert pool.bootstrap == BootstrapSettings("ubuntu", 600.0, 120.0)
+    joined = load(folder, HEAD + NODES + AWS + '[pools.bootstrap]\njoin_command = "x {node}"\n')
+    assert joined.pools[0].bootstrap.join_command == "x {node}"
 
 
 @pytest.mark.parametrize(
@@ -97,6 +99,8 @@ def test_every_optional_value(folder: Path) -> None:
         ('[pools]\nname = "x"\n', 8, ["[[pools]], with double brackets"]),
         ('[scheduler]\nkind = "pbs"\n', 9, ['scheduler kind "pbs"', "none, sim, slurm"]),
         (AWS + 'slurm_nodes = "cloud[1-"\n', 17, ["is not a node set"]),
+        (AWS + '[pools.bootstrap]\njoin_command = "start {host}"\n', 18, ["other than {node}"]),
+        (AWS + '[pools.bootstrap]\njoin_command = "  "\n', 18, ["join_command is empty"]),
         (AWS + 'slurm_nodes = "cloud 1"\n', 17, ["'cloud 1' is not a node name"]),
         (
             AWS

@@ -41,6 +41,7 @@ class PowerSavingScheduler(SimScheduler):
         super().__init__()
         self.powering_down: set[str] = set()
         self.powering_up: set[str] = set()
+        self.powered_down: set[str] = set()  # a power-up asked, not under way yet
         self.asked_to_add: list[str] = []
 
     async def nodes(self) -> list[SchedNode]:
@@ -48,6 +49,8 @@ class PowerSavingScheduler(SimScheduler):
         return [replace(n, flags=n.flags | self._flags(n.name)) for n in shown]
 
     def _flags(self, name: str) -> set[NodeFlag]:
+        if name in self.powered_down:
+            return {NodeFlag.CLOUD, NodeFlag.POWERED_DOWN, NodeFlag.POWERING_UP}
         if name in self.powering_down:
             return {NodeFlag.CLOUD, NodeFlag.POWERING_DOWN}
         if name in self.powering_up:
@@ -229,3 +232,89 @@ async def test_a_cloud_node_joins_only_once_slurm_shows_it_taking_jobs(
     assert scheduler(world).asked_to_add.count("cloud1") >= 2
     scheduler(world).powering_up.clear()
     await active(plane, ["cloud1"])
+
+
+class RecordingLinker:
+    """Links nothing (no agent here); records what the engine runs on each node, and fails
+    the next ``fail_next`` commands as a node whose command exits 1 would."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, str] = {}
+        self.ran: list[tuple[str, str]] = []
+        self.fail_next = 0
+
+    def link(self, node: str, pool: str, instance_id: str) -> str | None:
+        self.nodes[node] = instance_id
+        return None
+
+    async def unlink(self, node: str) -> None:
+        self.nodes.pop(node, None)
+
+    def linked(self, node: str) -> bool:
+        return node in self.nodes
+
+    def linked_names(self) -> list[str]:
+        return list(self.nodes)
+
+    async def run(self, node: str, command: str, timeout_s: float) -> str | None:
+        self.ran.append((node, command))
+        if self.fail_next:
+            self.fail_next -= 1
+            return f"{command!r} exited 1 on {node}"
+        return None
+
+
+async def test_the_join_command_runs_once_slurm_powers_the_node_up(
+    world: World, tmp_path: Path
+) -> None:
+    """Once per node, with its name, only once Slurm's power-up is under way (a slurmd that
+    registers before is not heard, and a pending power-up outlives a power-down); a failure
+    is reported and tried again; a node launched again under its name runs it again."""
+    pool = replace(CLOUD, bootstrap=replace(CLOUD.bootstrap, join_command="start-slurmd -N {node}"))
+    (tmp_path / "known_hosts").write_text("")
+    text = (
+        '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
+        '[[nodes]]\nnames = "onprem[1-2]"\n'
+    )
+    config = replace(parse_config(text, tmp_path / "cluster.toml"), pools=(pool,))
+    slurm = PowerSavingScheduler()
+    linker = RecordingLinker()
+    engine = Engine(
+        world.store,
+        {pool.name: world.cloud},
+        slurm,
+        {pool.name: pool},
+        CLUSTER,
+        linker=linker,
+        health=lambda name: True,
+        clock=world.clock,
+    )
+    plane = ControlPlane(config, world.store, engine, scheduler=slurm, interval_s=0.05)
+    slurm.powered_down.add("cloud1")
+    await plane.slurm_resume(SLURM, "cloud1")
+    await plane.wait(["cloud1"], {S.JOINING}, timeout_s=20)
+    for _ in range(3):
+        await plane.reconcile_now()
+    assert linker.ran == []  # asked, not under way
+    slurm.powered_down.clear()
+    slurm.powering_up.add("cloud1")
+    linker.fail_next = 1
+    result = await plane.reconcile_now()
+    assert [r.sentence for r in result.reports if r.node == "cloud1"] == [
+        "the join command failed (tried again next pass): "
+        "'start-slurmd -N cloud1' exited 1 on cloud1"
+    ]
+    for _ in range(3):
+        await plane.reconcile_now()
+    assert linker.ran == [("cloud1", "start-slurmd -N cloud1")] * 2  # failed, then once
+    slurm.powering_up.clear()
+    await active(plane, ["cloud1"])
+    # Ended and launched again under its name: a new machine, joined anew.
+    slurm.powering_down.add("cloud1")
+    await plane.slurm_suspend(SLURM, "cloud1")
+    await plane.wait(["cloud1"], {S.TERMINATED}, timeout_s=20)
+    await plane.reconcile_now()
+    slurm.powering_down.clear()
+    await plane.slurm_resume(SLURM, "cloud1")
+    await active(plane, ["cloud1"])
+    assert len(linker.ran) == 3

@@ -274,3 +274,21 @@ async def test_what_cannot_be_linked_says_why(world: World) -> None:
     taken = boot.link(NODE, "gpu", endpoint.instance_id)
     assert taken is not None and "already watches a node of that name" in taken
     assert not boot.linked(NODE) and world.fleet.nodes[NODE].spec is onprem
+
+
+async def test_a_command_runs_on_a_linked_node_over_its_connection(world: World) -> None:
+    """The pool's join command goes over the node's own SSH connection (the one its agent
+    streams on); a failure comes back as a sentence with the status and what it said."""
+    endpoint = await world.running()
+    boot = world.bootstrapper()
+    assert (
+        await boot.run(NODE, "true", 10)
+        == f"cloud node {NODE} is not linked: nothing can run on it yet"
+    )
+    assert boot.link(NODE, "gpu", endpoint.instance_id) is None
+    await world.until(lambda: boot.health(NODE) is not None)
+    assert await boot.run(NODE, f"echo joined {NODE}", 10) is None
+    failed = await boot.run(NODE, "false", 10)
+    assert failed == f"'false' exited 1 on {NODE}"
+    missing = await boot.run(NODE, "slurmd -N x", 10)
+    assert missing is not None and "exited 127" in missing and "slurmd: not found" in missing

@@ -12,16 +12,17 @@ store on disk, the sim cloud, the slurm scheduler).
 * A node whose slurmd never registers → ResumeTimeout → ``tidectl slurm resume-fail`` → the
   node is failed with the reason and its instance terminated.
 
-The one piece of glue: a sim instance is not a machine, so nothing on it can start slurmd.
-What a real instance's bootstrap does — start slurmd for its CLOUD NodeName — is done here
-when the engine joins the node (``BootsSlurmd``), and a terminated instance's slurmd is
-stopped (``EndsSlurmd``).
+The one piece of glue: a sim instance is not a machine. The pool's join command (which on a
+real node would start its slurmd over SSH) runs on this machine instead (``RunsHere``), and a
+terminated instance's slurmd is stopped with it (``EndsSlurmd``); when to run it — once
+Slurm's power-up is under way — is the engine's own decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -95,24 +96,38 @@ def slurm(folder: Path) -> Iterator[SlurmCluster]:
         yield cluster
 
 
-class BootsSlurmd(SlurmScheduler):
-    """Joining a node starts its slurmd, as the instance's bootstrap would; not for the
-    nodes in ``broken`` (their boot never registers)."""
+class RunsHere:
+    """The engine's linker for instances that are not machines: a command "on the node" runs
+    on this machine (where the sim instance's slurmd lives), with the cluster's environment.
+    There is no agent to link: nodes are admitted by the test's health gate."""
 
-    def __init__(self, cluster: SlurmCluster, broken: Sequence[str] = ()) -> None:
-        super().__init__(env=cluster.env)
-        self.cluster = cluster
-        self.broken = set(broken)
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
+        self.nodes: dict[str, str] = {}
 
-    async def add_node(self, name: str, gpus: int) -> None:
-        await super().add_node(name, gpus)
-        # Slurm takes a slurmd's registration only while the node powers up, and a power-up
-        # it has not started yet outlives a power-down (it would resume the node again once
-        # powered down): start slurmd once Slurm shows it powering up (`#`), which its
-        # ResumeProgram call marks. The engine asks again each pass until then.
-        powering_up = self.cluster.node_states()[name].endswith("#")
-        if powering_up and name not in self.broken and self.cluster.cloud_slurmd(name) is None:
-            self.cluster.start_cloud_node(name)
+    def link(self, node: str, pool: str, instance_id: str) -> str | None:
+        self.nodes[node] = instance_id
+        return None
+
+    async def unlink(self, node: str) -> None:
+        self.nodes.pop(node, None)
+
+    def linked(self, node: str) -> bool:
+        return node in self.nodes
+
+    def linked_names(self) -> list[str]:
+        return list(self.nodes)
+
+    async def run(self, node: str, command: str, timeout_s: float) -> str | None:
+        process = await asyncio.create_subprocess_exec(
+            *shlex.split(command),
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(timeout_s):
+            _, err = await process.communicate()
+        return None if process.returncode == 0 else f"exited {process.returncode}: {err!r}"
 
 
 class EndsSlurmd(SimProvider):
@@ -144,18 +159,39 @@ async def service(
         f'known_hosts = "{case / "known_hosts"}"\n[[nodes]]\nnames = "onprem1"\n'
         f'[scheduler]\nkind = "slurm"\n[server]\nsocket = "{socket}"\n'
     )
-    pool = replace(POOL, slurm_nodes=slurm.cloud_names, max_nodes=len(slurm.cloud_names))
+    # The pool's join command starts the node's slurmd (slurmd -b, signal mask cleared), as
+    # a site's `sudo systemctl start slurmd` would; the engine runs it once Slurm's power-up
+    # is under way.
+    starts_slurmd = shlex.join(
+        [
+            sys.executable,
+            str(REPO / "tests" / "harness" / "slurm_node.py"),
+            "resume",
+            str(slurm.conf_path),
+            str(slurm.power_dir),
+            str(slurm.log_dir),
+        ]
+    )
+    bootstrap = replace(POOL.bootstrap, join_command=starts_slurmd + " {node}")
+    pool = replace(
+        POOL,
+        slurm_nodes=slurm.cloud_names,
+        max_nodes=len(slurm.cloud_names),
+        bootstrap=bootstrap,
+    )
     config = replace(load_config(folder / "cluster.toml"), pools=(pool,))
-    broken = getattr(request, "param", ())
+    for name in getattr(request, "param", ()):
+        slurm.boot_fails(name)  # its join command starts no slurmd: it never registers
     with Store.open(case / "store.sqlite3") as store:
         async with EndsSlurmd(case / "cloud", slurm, store) as cloud:
-            scheduler = BootsSlurmd(slurm, broken)
+            scheduler = SlurmScheduler(env=slurm.env)
             engine = Engine(
                 store,
                 {pool.name: cloud},
                 scheduler,
                 {pool.name: pool},
                 CLUSTER,
+                linker=RunsHere(slurm.env),
                 health=lambda name: True,  # no agent here: the gate is tested elsewhere
                 clock=time.time,
             )
