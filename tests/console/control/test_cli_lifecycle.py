@@ -155,3 +155,27 @@ def test_a_sim_pool_is_refused_by_a_one_shot_command(
     )
     status, _, err = run(capsys, "burst", "-c", str(path), "burst", "1")
     assert status == 2 and "is a sim pool" in err and "tidectl demo" in err
+
+
+def test_slurms_programs_work_without_a_service_against_aws(
+    tmp_path: Path, ec2: Ec2FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tidectl slurm`` with no service: the control plane is assembled in the program, the
+    named CLOUD nodes are launched in EC2 (tagged, once however often Slurm asks), and
+    resume-fail ends them."""
+    (tmp_path / "known_hosts").write_text("")
+    config = tmp_path / "cluster.toml"
+    config.write_text(CONFIG.replace("max_nodes = 8\n", 'slurm_nodes = "cloud[1-4]"\n'))
+    status, out, err = run(capsys, "slurm", "resume", "cloud[1-2]", "-c", str(config))
+    assert status == 0, err
+    assert out.splitlines() == ["launched 2 of 2 node(s) in pool h100: cloud1 cloud2"]
+    assert len(instances(ec2)) == 2
+    status, out, _ = run(capsys, "slurm", "resume", "cloud[1-2]", "-c", str(config))
+    assert status == 0 and "nothing to do" in out and len(instances(ec2)) == 2
+    status, out, err = run(capsys, "slurm", "resume-fail", "cloud2", "-c", str(config))
+    assert status == 0, err
+    assert "cloud2: requested -> terminating" in out or "cloud2: provisioning -> terminating" in out
+    ending = [i for i in instances(ec2) if i["State"]["Name"] in ("shutting-down", "terminated")]
+    assert len(ending) == 1
+    status, out, err = run(capsys, "slurm", "suspend", "cloud9", "-c", str(config))
+    assert status == 0 and "nothing to end" in out

@@ -11,6 +11,9 @@ store on disk, the sim cloud, the slurm scheduler).
   ``tidectl slurm suspend`` → the instance is terminated and the ledger closed.
 * A node whose slurmd never registers → ResumeTimeout → ``tidectl slurm resume-fail`` → the
   node is failed with the reason and its instance terminated.
+* An operator's burst powers the node up; a job runs on it; a drain lets the job finish while
+  terminate is refused, then terminate powers it down — zero jobs killed — and Slurm's power
+  saving later launches the name again.
 
 The one piece of glue: a sim instance is not a machine. The pool's join command (which on a
 real node would start its slurmd over SSH) runs on this machine instead (``RunsHere``), and a
@@ -37,6 +40,7 @@ from tests.console.lifecycle.world import CLUSTER, POOL
 from tests.harness.slurm import PowerSaving, SlurmCluster, unavailable_reason
 from tidectl.console.config.loader import load_config
 from tidectl.console.control.caller import Caller, Frontend
+from tidectl.console.control.errors import Refused
 from tidectl.console.control.plane import ControlPlane
 from tidectl.console.lifecycle.engine import Engine
 from tidectl.console.lifecycle.states import State
@@ -91,7 +95,7 @@ def slurm(folder: Path) -> Iterator[SlurmCluster]:
         resume_fail_program=programs["tidectl-resume-fail"],
     )
     with SlurmCluster(
-        folder / "slurm", 1, cloud_nodes=2, power=power, first_port=FIRST_PORT
+        folder / "slurm", 2, cloud_nodes=2, power=power, first_port=FIRST_PORT
     ) as cluster:
         yield cluster
 
@@ -156,7 +160,7 @@ async def service(
     # What the wrapper's tidectl reads: where the service listens.
     (folder / "cluster.toml").write_text(
         '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\n'
-        f'known_hosts = "{case / "known_hosts"}"\n[[nodes]]\nnames = "onprem1"\n'
+        f'known_hosts = "{case / "known_hosts"}"\n[[nodes]]\nnames = "onprem[1-2]"\n'
         f'[scheduler]\nkind = "slurm"\n[server]\nsocket = "{socket}"\n'
     )
     # The pool's join command starts the node's slurmd (slurmd -b, signal mask cleared), as
@@ -218,13 +222,13 @@ def states_of(service: Service, name: str) -> list[tuple[State | None, State, st
     return [(t.before, t.after, t.reason) for t in service.plane.store.history(name)]
 
 
-async def srun(slurm: SlurmCluster, node: str) -> asyncio.subprocess.Process:
+async def srun(slurm: SlurmCluster, node: str, *command: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         "srun",
         "-w",
         node,
         "-N1",
-        "hostname",
+        *(command or ("hostname",)),
         env={**os.environ, **slurm.env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -306,14 +310,19 @@ async def test_an_operator_burst_powers_the_node_up_and_terminate_powers_it_down
         "cloud1 active",
         30,
     )
-    job = await srun(slurm, "cloud1")
+    # A job runs on it; the drain lets it finish, and terminate waits for that.
+    job = await srun(slurm, "cloud1", "sleep", "4")
+    await until(lambda: slurm.node_states()["cloud1"] in ("alloc", "mix"), "the job on it", 20)
+    drained = await plane.drain(ana, "cloud1", reason="done with it")
+    assert [o.after for o in drained.nodes] == [S.DRAINING]
+    with pytest.raises(Refused, match="its drain is not finished"):
+        await plane.terminate(ana, "cloud1")
     async with asyncio.timeout(30):
         _, err = await job.communicate()
-    assert job.returncode == 0, err.decode()
-    await plane.drain(ana, "cloud1", reason="done with it")
+    assert job.returncode == 0, err.decode()  # it ran to completion: not killed
     await until(
         lambda: (n := store.node("cloud1")) is not None and n.state is S.DRAINED,
-        "cloud1 drained",
+        "cloud1 drained once the job ended",
         20,
     )
     await plane.terminate(ana, "cloud1")
