@@ -26,6 +26,7 @@ from tidectl.console.config.model import ClusterConfig
 from tidectl.console.config.nodes import MAX_NODES, read_nodes
 from tidectl.console.config.pools import read_pools, read_scheduler
 from tidectl.console.config.readers import read_agent, read_health, read_sites, read_ssh
+from tidectl.console.config.roles import read_roles
 from tidectl.console.config.server import read_server
 from tidectl.console.config.store import read_store
 from tidectl.console.config.table import ConfigFile, Table
@@ -146,6 +147,7 @@ _TABLES: Final = (
     "pools",
     "store",
     "server",
+    "roles",
 )
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
@@ -159,6 +161,7 @@ _TABLE_TITLES: Final = {
     "pools": "[[pools]]",
     "store": "[store]",
     "server": "[server]",
+    "roles": "[roles]",
 }
 
 
@@ -198,6 +201,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     pools = read_pools(_entries(file, root, "pools"))
     store = read_store(_section(file, root, "store"))
     server = read_server(_section(file, root, "server"))
+    roles = read_roles(_section(file, root, "roles"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -211,6 +215,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         scheduler=scheduler,
         store=store,
         server=server,
+        roles=roles,
     )
 
 

@@ -6,6 +6,8 @@ it cannot make sense of; everything downstream can trust them.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +126,27 @@ class ConsoleSettings:
     keymap: dict[str, str] = field(default_factory=dict)
 
 
+class Role(enum.IntEnum):
+    """What an identity may do, each role all the one below it may. Ordered: max() is the
+    strongest."""
+
+    VIEWER = 1  # sees everything, changes nothing
+    OPERATOR = 2  # bursts, drains, resumes, cancels a burst
+    ADMIN = 3  # terminates, forces, overrides
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class RolesSettings:
+    """``[roles]``: who has which role, by login name or ``@group``. None in ClusterConfig:
+    the table is absent (the file's owner and root are admins; nobody else has a role)."""
+
+    members: Mapping[Role, tuple[str, ...]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
@@ -138,6 +161,7 @@ class ClusterConfig:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    roles: RolesSettings | None = None
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -26,6 +26,7 @@ from typing import Any, Self, TypeVar
 from tidectl.console.config.model import ClusterConfig, PoolSpec
 from tidectl.console.control.caller import Caller, new_request_id
 from tidectl.console.control.errors import ControlError, Failed, Refused
+from tidectl.console.control.roles import Roles
 from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.burst import BurstRefused, BurstResult
 from tidectl.console.lifecycle.engine import Engine, ReconcileResult
@@ -82,6 +83,8 @@ class ControlPlane:
         interval_s: float = RECONCILE_INTERVAL_S,
     ) -> None:
         self.config = config
+        #: Who may do what (``[roles]``); checked for every action in ``_begin``.
+        self.roles = Roles(config.roles, config.path)
         self.store = store
         self.engine = engine
         self.fleet = fleet
@@ -334,10 +337,14 @@ class ControlPlane:
         return by_pool
 
     def _begin(self, caller: Caller, action: str, request_id: str | None) -> str:
-        """The one door every action passes: the request id, and (with [security]) the role
-        check and the audit record."""
+        """The one door every action passes: the request id and the role check (deny by
+        default: ``control.roles``). Raises ``Refused`` with the sentence when denied."""
         rid = request_id or new_request_id()
-        _log.info("%s asks %s (request %s)", caller, action, rid)
+        access = self.roles.check(caller.user, action)
+        if not access.allowed:
+            _log.warning("%s denied %s (request %s): %s", caller, action, rid, access.rule)
+            raise Refused(access.sentence, request_id=rid)
+        _log.info("%s asks %s (request %s; %s)", caller, action, rid, access.rule)
         return rid
 
     def _names(self, nodes: str | Sequence[str], rid: str) -> list[str]:

@@ -48,6 +48,8 @@ from tidectl.console.server.wire import (
 __all__ = ["Service", "ServiceError"]
 
 _log = logging.getLogger(__name__)
+#: Methods that only read: a viewer may call them (actions are checked by the plane).
+READS = frozenset({"nodes", "pools", "jobs", "price", "wait"})
 #: The longest a client may ask ``wait`` to wait, in seconds.
 MAX_WAIT_S = 24 * 3600.0
 
@@ -202,12 +204,20 @@ class Service:
                 await self._send(writer, answer)
                 continue
             if request.method == "subscribe":
-                await self._subscribe(request, writer)
+                await self._subscribe(Caller(peer.user, frontend), request, writer)
                 return  # a streaming connection takes no more requests
             answer = await self._answer(Caller(peer.user, frontend), request, writer)
             await self._send(writer, answer)
 
-    async def _subscribe(self, request: Request, writer: asyncio.StreamWriter) -> None:
+    async def _subscribe(
+        self, caller: Caller, request: Request, writer: asyncio.StreamWriter
+    ) -> None:
+        access = self.plane.roles.check(caller.user, "read")
+        if not access.allowed:
+            await self._send(
+                writer, Response(request.id, error=ErrorBody("refused", access.sentence))
+            )
+            return
         fleet = self.plane.fleet
         if fleet is None:
             await self._send(writer, _bad(request.id, "this service watches no fleet"))
@@ -265,6 +275,10 @@ class Service:
         long_handler = self._long_handlers.get(request.method)
         if handler is None and long_handler is None:
             return _bad(request.id, f"no method {request.method!r}")
+        if request.method in READS:
+            access = self.plane.roles.check(caller.user, "read")
+            if not access.allowed:  # actions are checked by the plane itself
+                return Response(request.id, error=ErrorBody("refused", access.sentence))
         try:
             if long_handler is not None:
                 result = await long_handler(caller, request.params, tell)

@@ -402,7 +402,8 @@ def test_toml_syntax_errors_keep_tomllibs_line(
             'title = "x"\n' + HEAD,
             1,
             'unknown key "title" outside any table; the file takes [cluster], [ssh], [agent], '
-            "[[sites]], [[nodes]], [health], [console], [scheduler], [[pools]], [store], [server]",
+            "[[sites]], [[nodes]], [health], [console], [scheduler], [[pools]], [store], "
+            "[server], [roles]",
         ),
         # An inline table, and an array of inline tables.
         (

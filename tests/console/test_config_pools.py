@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.test_config import HEAD, folder, load, refuse
-from tidectl.console.config.model import BootstrapSettings, PoolSpec, SchedulerSettings
+from tidectl.console.config.model import BootstrapSettings, PoolSpec, Role, SchedulerSettings
 
 __all__ = ["folder"]  # the fixture
 
@@ -143,3 +143,15 @@ def test_the_server_socket_is_relative_to_the_file_and_short_enough(folder: Path
     assert (config.server.socket, config.server.group) == (folder / "run" / "lab.sock", "ops")
     error = refuse(folder, HEAD + NODES + f'[server]\nsocket = "/{"x" * 120}"\n')
     assert "a Unix socket's path must be at most 107" in error.message
+
+
+def test_roles_load_by_user_and_group_and_bad_entries_are_refused(folder: Path) -> None:
+    text = HEAD + NODES + '[roles]\nadmin = ["ada", "@hpc-admins"]\nviewer = ["vic", "vic"]\n'
+    roles = load(folder, text).roles
+    assert roles is not None
+    assert dict(roles.members) == {Role.ADMIN: ("ada", "@hpc-admins"), Role.VIEWER: ("vic",)}
+    assert load(folder, HEAD + NODES).roles is None  # no table: the default (docs/config.md)
+    bad = refuse(folder, HEAD + NODES + '[roles]\noperator = ["bo", "ana smith"]\n')
+    assert bad.line == 9 and "item 2, 'ana smith', is not a login name or an @group" in str(bad)
+    unknown = refuse(folder, HEAD + NODES + '[roles]\nowner = ["ada"]\n')
+    assert unknown.line == 9 and 'unknown key "owner"' in str(unknown)

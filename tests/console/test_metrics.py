@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.console.lifecycle.conftest import clock, world
 from tests.console.lifecycle.world import POOL, S, World
+from tests.console.roles import TEST_ROLES
 from tests.console.test_health import FakeClock, Record, SimFeed, run, spec
 from tidectl.agents.probes.simfaults import Fault
 from tidectl.console.config.loader import parse_config
@@ -223,7 +224,7 @@ async def plane(world: World, tmp_path: Path) -> AsyncIterator[ControlPlane]:
     (tmp_path / "known_hosts").write_text("")
     text = (
         '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
-        '[[nodes]]\nnames = "gpu[1-2]"\n'
+        '[[nodes]]\nnames = "gpu[1-2]"\n' + TEST_ROLES
     )
     config = replace(parse_config(text, tmp_path / "cluster.toml"), pools=(POOL,))
     yield ControlPlane(config, world.store, world.engine(), scheduler=world.scheduler)

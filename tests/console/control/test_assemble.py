@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.console.roles import TEST_ROLES
 from tidectl.console.config.loader import parse_config
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.control.assemble import AssemblyError, assemble, store_path
@@ -23,7 +24,7 @@ ANA = Caller("ana", Frontend.CONSOLE)
 
 def _config(folder: Path, text: str) -> ClusterConfig:
     (folder / "known_hosts").write_text("")
-    return parse_config(HEAD + NODES + text, folder / "cluster.toml")
+    return parse_config(HEAD + NODES + text + TEST_ROLES, folder / "cluster.toml")
 
 
 @pytest.mark.parametrize(

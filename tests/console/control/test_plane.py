@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.lifecycle.world import POOL, S, World
+from tests.console.roles import TEST_ROLES
 from tidectl.console.config.loader import parse_config
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import Failed, Refused
@@ -29,7 +30,7 @@ async def plane(world: World, tmp_path: Path) -> AsyncIterator[ControlPlane]:
     (tmp_path / "known_hosts").write_text("")
     text = (
         '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
-        '[[nodes]]\nnames = "gpu[1-2]"\n'
+        '[[nodes]]\nnames = "gpu[1-2]"\n' + TEST_ROLES
     )
     config = replace(parse_config(text, tmp_path / "cluster.toml"), pools=(POOL,))
     # The store is the world's; a plane closed by a test closes it too (closing twice is fine).

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.lifecycle.world import CLUSTER, POOL, S, World
+from tests.console.roles import TEST_ROLES
 from tidectl.console.config.loader import parse_config
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import Refused
@@ -69,7 +70,7 @@ async def plane(world: World, tmp_path: Path) -> AsyncIterator[ControlPlane]:
     (tmp_path / "known_hosts").write_text("")
     text = (
         '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
-        '[[nodes]]\nnames = "onprem[1-2]"\n'
+        '[[nodes]]\nnames = "onprem[1-2]"\n' + TEST_ROLES
     )
     config = replace(parse_config(text, tmp_path / "cluster.toml"), pools=(CLOUD, OTHER))
     world.scheduler = PowerSavingScheduler()
@@ -274,7 +275,7 @@ async def test_the_join_command_runs_once_slurm_powers_the_node_up(
     (tmp_path / "known_hosts").write_text("")
     text = (
         '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
-        '[[nodes]]\nnames = "onprem[1-2]"\n'
+        '[[nodes]]\nnames = "onprem[1-2]"\n' + TEST_ROLES
     )
     config = replace(parse_config(text, tmp_path / "cluster.toml"), pools=(pool,))
     slurm = PowerSavingScheduler()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.console.roles import TEST_ROLES
 from tests.harness.slurm import SlurmCluster
 from tidectl.console.config.loader import parse_config
 from tidectl.console.control.assemble import assemble
@@ -28,7 +29,7 @@ async def test_a_drain_through_the_plane_waits_for_the_job_then_resume_undoes_it
     text = (
         '[cluster]\nname = "lab"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
         '[[nodes]]\nnames = "onprem[1-3]"\naddress = "127.0.0.1"\nport = 9\n'
-        '[scheduler]\nkind = "slurm"\n'
+        '[scheduler]\nkind = "slurm"\n' + TEST_ROLES
     )
     config = parse_config(text, tmp_path / "cluster.toml")
     plane = await assemble(config, store=tmp_path / "s.sqlite3", collect=False, interval_s=0.2)

@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.lifecycle.world import CLUSTER, POOL
+from tests.console.roles import TEST_ROLES
 from tests.harness.slurm import PowerSaving, SlurmCluster, unavailable_reason
 from tidectl.console.config.loader import load_config
 from tidectl.console.control.caller import Caller, Frontend
@@ -161,7 +162,7 @@ async def service(
     (folder / "cluster.toml").write_text(
         '[cluster]\nname = "c1"\n[ssh]\nuser = "t"\n'
         f'known_hosts = "{case / "known_hosts"}"\n[[nodes]]\nnames = "onprem[1-2]"\n'
-        f'[scheduler]\nkind = "slurm"\n[server]\nsocket = "{socket}"\n'
+        f'[scheduler]\nkind = "slurm"\n[server]\nsocket = "{socket}"\n' + TEST_ROLES
     )
     # The pool's join command starts the node's slurmd (slurmd -b, signal mask cleared), as
     # a site's `sudo systemctl start slurmd` would; the engine runs it once Slurm's power-up

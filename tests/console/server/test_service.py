@@ -19,8 +19,10 @@ from types import SimpleNamespace
 import pytest
 
 from tests.console.lifecycle.world import S, World
+from tidectl.console.config.model import Role, RolesSettings
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import Refused
+from tidectl.console.control.roles import Roles
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.server.client import RemotePlane, ServiceUnavailable
 from tidectl.console.server.service import Service, ServiceError
@@ -138,6 +140,10 @@ async def test_two_unix_users_are_told_apart_by_the_socket(
 ) -> None:
     users = {name: _make_user(name) for name in ("tidectl-ana", "tidectl-bo")}
     os.chmod(service.path, 0o666)  # both may connect; who they are is the kernel's word
+    # Their own roles: ana operates, bo only watches.
+    roles = {Role.OPERATOR: ("tidectl-ana",), Role.VIEWER: ("tidectl-bo",)}
+    service.plane.roles = Roles(RolesSettings(roles), folder / "cluster.toml")
+    answers: dict[str, dict[str, object]] = {}
     for index, (name, uid) in enumerate(users.items(), start=1):
         await world.scheduler.add_node(f"onprem{index}", 8)
         done = await asyncio.to_thread(
@@ -152,13 +158,17 @@ async def test_two_unix_users_are_told_apart_by_the_socket(
         assert done.returncode == 0, done.stderr
         hello, drained = (json.loads(line) for line in done.stdout.splitlines())
         assert hello["result"]["user"] == name
-        assert "error" not in drained, drained
+        answers[name] = drained
+    assert "error" not in answers["tidectl-ana"], answers
+    refused = answers["tidectl-bo"]["error"]
+    assert refused["kind"] == "refused"
+    assert refused["message"].startswith(
+        "tidectl-bo may not drain: that needs the operator role, and tidectl-bo has the "
+        "viewer role ([roles] viewer lists tidectl-bo)"
+    )
     actors = {
         t.node: (t.actor, t.reason)
         for _, t in world.store.transitions_since(0)
         if t.after is S.DRAINING
     }
-    assert actors == {
-        "onprem1": ("tidectl-ana", "drain asked by tidectl-ana: by tidectl-ana"),
-        "onprem2": ("tidectl-bo", "drain asked by tidectl-bo: by tidectl-bo"),
-    }
+    assert actors == {"onprem1": ("tidectl-ana", "drain asked by tidectl-ana: by tidectl-ana")}

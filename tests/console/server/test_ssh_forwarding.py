@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness.sshd import SshdHosts
+from tidectl.console.config.model import Role, RolesSettings
 from tidectl.console.control.caller import Caller, Frontend
+from tidectl.console.control.roles import Roles
 from tidectl.console.server.client import RemotePlane
 from tidectl.console.server.service import Service
 
@@ -35,8 +37,11 @@ async def test_the_socket_forwarded_over_ssh_acts_as_the_ssh_login(
     sshd_hosts: SshdHosts,
     local: Path,
 ) -> None:
-    # The head node's operators' group may open the socket; here, the SSH login may.
+    # The head node's operators' group may open the socket; here, the SSH login may, and it
+    # is an operator.
     service.path.chmod(0o666)
+    roles = RolesSettings({Role.OPERATOR: (sshd_hosts.user,)})
+    service.plane.roles = Roles(roles, service.path.parent / "cluster.toml")
     forwarded = local / "lab.sock"
     name = sshd_hosts.names[0]
     argv = sshd_hosts.ssh_argv(name, "")[:-2]  # the options, without "user@host command"

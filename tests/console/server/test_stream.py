@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tidectl.console.config.model import NodeSpec
+from tidectl.console.control.roles import Roles
 from tidectl.console.fleet import Fleet
 from tidectl.console.model import LinkState
 from tidectl.console.server.service import Service
@@ -31,7 +32,8 @@ async def service() -> AsyncIterator[Service]:
     folder = Path(tempfile.mkdtemp(prefix="tst-", dir="/tmp"))
     specs = [NodeSpec(name, "127.0.0.1", 22, "dc1", "t") for name in NODES]
     fleet = Fleet(specs, HealthThresholds(), coalesce_s=0.01)
-    plane = SimpleNamespace(config=SimpleNamespace(name="lab"), fleet=fleet)
+    roles = Roles(None, folder / "cluster.toml")  # no [roles]: root, running the tests, is admin
+    plane = SimpleNamespace(config=SimpleNamespace(name="lab"), fleet=fleet, roles=roles)
     running = Service(plane, folder / "s.sock", send_timeout_s=0.5)  # type: ignore[arg-type]
     await running.start()
     yield running
