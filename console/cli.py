@@ -18,6 +18,7 @@ from tidectl.agents import cli as agent_cli
 
 def build_parser() -> argparse.ArgumentParser:
     from tidectl.console.commands import (
+        audit,
         console,
         demo,
         lifecycle,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle.add_parsers(commands)
     serve.add_parser(commands)
     slurm.add_parser(commands)
+    audit.add_parser(commands)
     console.add_parser(commands)
     demo.add_parser(commands)
     add_sim_commands(commands)
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_console_command(args: argparse.Namespace) -> int:
     from tidectl.console.commands import (
+        audit,
         console,
         demo,
         lifecycle,
@@ -103,6 +106,7 @@ def _run_console_command(args: argparse.Namespace) -> int:
         "nodes": nodes.main,
         "serve": serve.main,
         "slurm": slurm.main,
+        "audit": audit.main,
         **dict.fromkeys(lifecycle.COMMANDS, lifecycle.main),
     }
     try:

@@ -45,6 +45,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="COUNT is the size the pool should have: asking twice adds nothing the second time",
     )
+    burst.add_argument(
+        "--data-class",
+        metavar="NAME",
+        help="the data class the burst's jobs carry (default: the pool's data_class); a "
+        "region the class may not be processed in is refused ([[data_classes]])",
+    )
     _wait_options(burst, "until the nodes are active")
     drain = _parser(commands, "drain", "stop new jobs on nodes; running jobs finish first")
     drain.add_argument("nodes", metavar="NODESET", help="nodes, like gpu[001-004]")
@@ -173,7 +179,13 @@ class Plane(Protocol):
     reports: list[str]
 
     async def burst(
-        self, caller: Caller, pool: str, *, count: int | None = ..., ensure: int | None = ...
+        self,
+        caller: Caller,
+        pool: str,
+        *,
+        count: int | None = ...,
+        ensure: int | None = ...,
+        data_class: str | None = ...,
     ) -> BurstResult: ...
 
     async def drain(
@@ -199,13 +211,14 @@ class Plane(Protocol):
 
 
 async def _burst(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
+    data_class = args.data_class
     if args.ensure:
-        result = await plane.burst(caller, args.pool, ensure=args.count)
+        result = await plane.burst(caller, args.pool, ensure=args.count, data_class=data_class)
     elif args.count == 0:
         _err("tidectl burst: COUNT must be at least 1 (or use --ensure 0)")
         return 2
     else:
-        result = await plane.burst(caller, args.pool, count=args.count)
+        result = await plane.burst(caller, args.pool, count=args.count, data_class=data_class)
     price = await plane.price_per_hour(args.pool)
     out = _burst_json(result, price)
     ok = result.launched == result.wanted and not result.rolled_back

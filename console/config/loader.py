@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Final
 
+from tidectl.console.config.data_classes import check_pool_classes, read_data_classes
 from tidectl.console.config.errors import ConfigError, kind_of
 from tidectl.console.config.keymap import read_console
 from tidectl.console.config.model import ClusterConfig
@@ -148,6 +149,7 @@ _TABLES: Final = (
     "store",
     "server",
     "roles",
+    "data_classes",
 )
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
@@ -162,6 +164,7 @@ _TABLE_TITLES: Final = {
     "store": "[store]",
     "server": "[server]",
     "roles": "[roles]",
+    "data_classes": "[[data_classes]]",
 }
 
 
@@ -198,10 +201,13 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     health = read_health(_section(file, root, "health"))
     console = read_console(_section(file, root, "console"))
     scheduler = read_scheduler(_section(file, root, "scheduler"))
-    pools = read_pools(_entries(file, root, "pools"))
+    pool_tables = _entries(file, root, "pools")
+    pools = read_pools(pool_tables)
     store = read_store(_section(file, root, "store"))
     server = read_server(_section(file, root, "server"))
     roles = read_roles(_section(file, root, "roles"))
+    data_classes = read_data_classes(_entries(file, root, "data_classes"))
+    check_pool_classes(pools, data_classes, pool_tables)
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -216,6 +222,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         store=store,
         server=server,
         roles=roles,
+        data_classes=data_classes,
     )
 
 

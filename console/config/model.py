@@ -100,6 +100,8 @@ class PoolSpec:
     #: order: bursts take the first free ones, and ``tidectl slurm resume`` names them.
     #: Empty: nodes are named ``POOL-INTENT-N`` (no Slurm power saving).
     slurm_nodes: tuple[str, ...] = ()
+    #: The data class a burst of this pool carries unless it names one (``[[data_classes]]``).
+    data_class: str | None = None
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
 
 
@@ -124,6 +126,18 @@ class StoreSettings:
 class ConsoleSettings:
     #: Binding id → keys ("fleet.fold" → "z"; several keys comma-separated: "z,ctrl+f").
     keymap: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DataClass:
+    """``[[data_classes]]``: a kind of data, and the regions it may be processed in (cloud
+    regions, like ``eu-west-1``; ``*``: anywhere)."""
+
+    name: str
+    regions: tuple[str, ...]
+
+    def allows(self, region: str) -> bool:
+        return "*" in self.regions or region in self.regions
 
 
 class Role(enum.IntEnum):
@@ -162,6 +176,8 @@ class ClusterConfig:
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     roles: RolesSettings | None = None
+    #: Empty: no data-sovereignty rules (a burst may go to any pool's region).
+    data_classes: tuple[DataClass, ...] = ()
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -154,6 +154,7 @@ def _read_pool(table: Table) -> PoolSpec:
         boot_delay_s=table.number("boot_delay_s", 5.0, at_least=0.0, at_most=3600.0),
         bootstrap=bootstrap,
         slurm_nodes=slurm_nodes,
+        data_class=table.string("data_class", None, example='data_class = "pii"'),
     )
     table.finish()
     return pool

@@ -119,6 +119,7 @@ async def assemble(
             health=bootstrapper.health if bootstrapper else _not_watched,
             onprem=[spec.name for spec in config.nodes],
             linker=bootstrapper,
+            data_classes={c.name: c for c in config.data_classes},
         )
     except BaseException:
         for close in reversed(closers):

@@ -27,6 +27,7 @@ from tidectl.console.config.model import ClusterConfig, PoolSpec
 from tidectl.console.control.caller import Caller, new_request_id
 from tidectl.console.control.errors import ControlError, Failed, Refused
 from tidectl.console.control.roles import Roles
+from tidectl.console.control.sovereignty import burst_class
 from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.burst import BurstRefused, BurstResult
 from tidectl.console.lifecycle.engine import Engine, ReconcileResult
@@ -186,10 +187,22 @@ class ControlPlane:
         ensure: int | None = None,
         request_id: str | None = None,
         token: str | None = None,
+        data_class: str | None = None,
     ) -> BurstResult:
         """Add ``count`` nodes to ``pool`` (a delta), or bring it to ``ensure`` live nodes (a
-        target: asking twice adds nothing the second time)."""
+        target: asking twice adds nothing the second time). The burst carries ``data_class``
+        (else the pool's); a region the class may not be processed in is refused before
+        anything is written or asked of a cloud (``control.sovereignty``)."""
         rid = self._begin(caller, "burst", request_id)
+        spec = self.pool(pool)
+        carried = None
+        if spec is not None:
+            carried, refusal = burst_class(self.config, spec, data_class)
+            if refusal is not None:
+                _log.warning(
+                    "%s: burst into %s refused (request %s): %s", caller, pool, rid, refusal
+                )
+                raise Refused(refusal, request_id=rid)
         return await self._act(
             rid,
             self.engine.burst(
@@ -200,6 +213,7 @@ class ControlPlane:
                 frontend=caller.frontend,
                 request_id=rid,
                 token=token,
+                data_class=carried,
             ),
         )
 
@@ -278,10 +292,20 @@ class ControlPlane:
                     frontend=caller.frontend,
                     request_id=rid,
                     token=f"burst:{rid}:{pool}",
+                    data_class=self._slurm_class(pool, rid),
                 ),
             )
             for pool, names in by_pool.items()
         ]
+
+    def _slurm_class(self, pool: str, rid: str) -> str | None:
+        """Slurm names no data class: the pool's, under the same rule as any burst."""
+        spec = self.pool(pool)
+        assert spec is not None  # _slurm_pools found it
+        carried, refusal = burst_class(self.config, spec, None)
+        if refusal is not None:
+            raise Refused(refusal, request_id=rid)
+        return carried
 
     async def slurm_suspend(
         self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None

@@ -24,6 +24,7 @@ from tidectl.console.lifecycle.records import IntentAction, IntentRecord, Intent
 from tidectl.console.lifecycle.states import NodeKind, State
 from tidectl.console.lifecycle.store import Store
 from tidectl.console.providers.base import (
+    DATA_CLASS_TAG,
     CapacityError,
     Instance,
     LaunchRequest,
@@ -155,6 +156,7 @@ class Burster:
         request_id: str,
         token: str | None,
         names: Sequence[str] | None = None,
+        data_class: str | None = None,
     ) -> BurstResult:
         """Add ``count`` nodes, bring the pool to ``ensure`` live nodes, or launch the Slurm
         CLOUD nodes ``names`` (those of the pool's ``slurm_nodes`` not live already: asking
@@ -186,7 +188,7 @@ class Burster:
             at=now,
             count=count,
             target=ensure,
-            detail={"nodes": list(names)} if names is not None else None,
+            detail=_detail(names, data_class),
         )
         if existing is not None:
             return self._replay(intent, pool)
@@ -352,7 +354,7 @@ class Burster:
             region=pool.region,
             image_id=pool.image_id or SIM_IMAGE,
             token=job.next_token(),
-            tags=ownership_tags(self._cluster, pool.name, job.intent.id),
+            tags=_tags(ownership_tags(self._cluster, pool.name, job.intent.id), job.intent),
             zone=zone,
             subnet_id=pool.subnet_id,
             security_group_ids=pool.security_group_ids,
@@ -499,3 +501,22 @@ class Burster:
                 f"{len(launched)} node(s) were launched for it; nothing new was launched"
             ),
         )
+
+
+def _detail(names: Sequence[str] | None, data_class: str | None) -> dict[str, object] | None:
+    """What a burst intent records beside its count: the nodes named, the data class."""
+    detail: dict[str, object] = {}
+    if names is not None:
+        detail["nodes"] = list(names)
+    if data_class is not None:
+        detail["data_class"] = data_class
+    return detail or None
+
+
+def _tags(owned: dict[str, str], intent: IntentRecord) -> dict[str, str]:
+    """The ownership tags, and the data class the burst carries (reconcile checks where an
+    instance runs against it)."""
+    data_class = intent.detail.get("data_class")
+    if isinstance(data_class, str):
+        owned[DATA_CLASS_TAG] = data_class
+    return owned

@@ -17,9 +17,10 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol
 
-from tidectl.console.config.model import PoolSpec
+from tidectl.console.config.model import DataClass, PoolSpec
 from tidectl.console.lifecycle import failpoints, reconcile
 from tidectl.console.lifecycle.burst import Burster, BurstResult, price_of
 from tidectl.console.lifecycle.errors import StoreError, UnknownRecord
@@ -47,9 +48,11 @@ from tidectl.console.lifecycle.states import (
 from tidectl.console.lifecycle.store import Store
 from tidectl.console.providers.base import (
     CLUSTER_TAG,
+    DATA_CLASS_TAG,
     INTENT_TAG,
     POOL_TAG,
     Instance,
+    InstanceState,
     Provider,
     ProviderError,
 )
@@ -82,6 +85,7 @@ _NOT_TAKING = frozenset(
     }
 )
 _ON_NODE = frozenset({JobState.RUNNING, JobState.COMPLETING})
+_ENDING = frozenset({InstanceState.SHUTTING_DOWN, InstanceState.TERMINATED})
 
 
 #: A termination not yet confirmed is asked again after this long, doubling (with jitter) up
@@ -154,8 +158,10 @@ class Engine:
         clock: Callable[[], float] = time.time,
         onprem: Collection[str] = (),
         linker: Linker | None = None,
+        data_classes: Mapping[str, DataClass] = MappingProxyType({}),
     ) -> None:
         self.store = store
+        self._data_classes = data_classes
         self._providers = providers
         self._scheduler = scheduler
         self._pools = pools
@@ -201,6 +207,7 @@ class Engine:
         request_id: str,
         token: str | None = None,
         names: Sequence[str] | None = None,
+        data_class: str | None = None,
     ) -> BurstResult:
         """Add ``count`` nodes to ``pool``, bring it to ``ensure`` live nodes, or launch its
         Slurm CLOUD nodes ``names`` (those not live already).
@@ -217,6 +224,7 @@ class Engine:
             request_id=request_id,
             token=token,
             names=names,
+            data_class=data_class,
         )
 
     async def price_of(self, pool_name: str) -> float | None:
@@ -471,7 +479,31 @@ class Engine:
         actions = self.plan(seen, records)
         reports = await self.act(actions)
         reports += await self._sync_links()
+        reports += self._misplaced(seen)
         return ReconcileResult(tuple(actions), tuple(reports), time.monotonic() - started, observed)
+
+    def _misplaced(self, seen: Observation) -> list[Report]:
+        """Instances running where the data class of their burst may not be processed (a
+        class narrowed in cluster.toml since, or launched by hand): reported every pass until
+        someone ends them; nothing is terminated behind an operator's back."""
+        reports = []
+        for instance in seen.instances.values():
+            data_class = instance.tags.get(DATA_CLASS_TAG)
+            pool = self._pools.get(instance.tags.get(POOL_TAG, ""))
+            if data_class is None or pool is None or instance.state in _ENDING:
+                continue
+            why = _misplaced_why(self._data_classes.get(data_class), data_class, pool.region)
+            if why is not None:
+                record = self.store.instance(instance.instance_id)
+                node = record.node if record is not None and record.node else instance.instance_id
+                reports.append(
+                    Report(
+                        node,
+                        f"instance {instance.instance_id} runs in {pool.region}, but {why}: "
+                        "drain and terminate it",
+                    )
+                )
+        return reports
 
     async def _sync_links(self) -> list[Report]:
         """Link every cloud node whose instance runs; unlink the ones that ended."""
@@ -535,6 +567,15 @@ class Engine:
 
 def _with_health(view: NodeSeen, healthy: bool | None) -> NodeSeen:
     return NodeSeen(view.scheduled, view.drained, view.jobs, healthy)
+
+
+def _misplaced_why(found: DataClass | None, name: str, region: str) -> str | None:
+    """Why an instance carrying data class ``name`` must not run in ``region``, or None."""
+    if found is None:
+        return f"its data class {name} is no longer defined in cluster.toml"
+    if found.allows(region):
+        return None
+    return f"data of class {name} may not be processed there ({', '.join(found.regions)} only)"
 
 
 def _distinct(providers: Iterable[Provider]) -> list[Provider]:

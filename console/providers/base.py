@@ -21,6 +21,7 @@ from typing import ClassVar, Final, Protocol, runtime_checkable
 
 __all__ = [
     "CLUSTER_TAG",
+    "DATA_CLASS_TAG",
     "INTENT_TAG",
     "OWNERSHIP_TAG_KEYS",
     "POOL_TAG",
@@ -45,6 +46,8 @@ __all__ = [
 CLUSTER_TAG: Final = "tidectl:cluster"  # the cluster's id from cluster.toml
 POOL_TAG: Final = "tidectl:pool"  # the cloud pool the instance belongs to
 INTENT_TAG: Final = "tidectl:intent"  # the store's intent id that asked for the launch
+#: The data class of the burst that launched it (data sovereignty; not an ownership tag).
+DATA_CLASS_TAG: Final = "tidectl:data-class"
 OWNERSHIP_TAG_KEYS: Final = (CLUSTER_TAG, POOL_TAG, INTENT_TAG)
 
 MAX_TOKEN_CHARS: Final = 64  # EC2's ClientToken limit; the strictest of the clouds we target

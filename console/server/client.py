@@ -94,8 +94,9 @@ class RemotePlane:
         ensure: int | None = None,
         request_id: str | None = None,
         token: str | None = None,
+        data_class: str | None = None,
     ) -> BurstResult:
-        params = {"pool": pool, "count": count, "ensure": ensure}
+        params = {"pool": pool, "count": count, "ensure": ensure, "data_class": data_class}
         params |= {"request_id": request_id, "token": token}
         return _as(BurstResult, await self._call("burst", params))
 

@@ -307,6 +307,7 @@ class Service:
             ensure=_number(params, "ensure"),
             request_id=_optional_text(params, "request_id"),
             token=_optional_text(params, "token"),
+            data_class=_optional_text(params, "data_class"),
         )
 
     async def _drain(self, caller: Caller, params: Mapping[str, Any]) -> Any:

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from tests.console.test_config import HEAD, folder, load, refuse
-from tidectl.console.config.model import BootstrapSettings, PoolSpec, Role, SchedulerSettings
+from tidectl.console.config.model import (
+    BootstrapSettings,
+    DataClass,
+    PoolSpec,
+    Role,
+    SchedulerSettings,
+)
 
 __all__ = ["folder"]  # the fixture
 
@@ -155,3 +161,33 @@ def test_roles_load_by_user_and_group_and_bad_entries_are_refused(folder: Path) 
     assert bad.line == 9 and "item 2, 'ana smith', is not a login name or an @group" in str(bad)
     unknown = refuse(folder, HEAD + NODES + '[roles]\nowner = ["ada"]\n')
     assert unknown.line == 9 and 'unknown key "owner"' in str(unknown)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        (AWS + 'data_class = "pii"\n', 17, ['names data class "pii", which no [[data_classes]]']),
+        ('[[data_classes]]\nname = "PII"\nregions = ["eu-west-1"]\n', 9, ["lower-case"]),
+        ('[[data_classes]]\nname = "pii"\n', 8, ['data class "pii" needs regions']),
+        (
+            '[[data_classes]]\nname = "pii"\nregions = ["*"]\n' * 2,
+            12,
+            ['data class "pii" is defined twice'],
+        ),
+    ],
+)
+def test_bad_data_classes_are_refused_with_line_and_sentence(
+    folder: Path, text: str, line: int, words: list[str]
+) -> None:
+    error = refuse(folder, HEAD + NODES + text)
+    assert error.line == line, str(error)
+    for word in words:
+        assert word in str(error)
+
+
+def test_data_classes_load_and_a_pool_names_one(folder: Path) -> None:
+    classes = '[[data_classes]]\nname = "pii"\nregions = ["eu-west-1", "eu-west-1"]\n'
+    config = load(folder, HEAD + NODES + AWS + 'data_class = "pii"\n' + classes)
+    assert config.data_classes == (DataClass("pii", ("eu-west-1",)),)
+    assert config.pools[0].data_class == "pii"
+    assert config.data_classes[0].allows("eu-west-1") and not config.data_classes[0].allows("x")

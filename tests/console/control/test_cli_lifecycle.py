@@ -179,3 +179,20 @@ def test_slurms_programs_work_without_a_service_against_aws(
     assert len(ending) == 1
     status, out, err = run(capsys, "slurm", "suspend", "cloud9", "-c", str(config))
     assert status == 0 and "nothing to end" in out
+
+
+def test_a_burst_its_data_class_may_not_go_to_makes_no_ec2_call(
+    tmp_path: Path, ec2: Ec2FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    config = tmp_path / "cluster.toml"
+    classes = '[[data_classes]]\nname = "pii"\nregions = ["eu-west-1", "eu-central-1"]\n'
+    config.write_text(CONFIG + classes)
+    ec2.reset()
+    status, out, err = run(capsys, "burst", "-c", str(config), "h100", "2", "--data-class", "pii")
+    assert status == 1 and out == ""
+    assert "data of class pii may not be processed in us-east-1 (pool h100)" in err
+    assert ec2.requests() == []  # refused before any provider call: not even a price
+    status, said = run_json(capsys, "burst", "-c", str(config), "h100", "1")
+    assert status == 1 and "names no data class and pool h100 has none" in said["error"]
+    assert ec2.requests("RunInstances") == []
