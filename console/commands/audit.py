@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tidectl.console.audit import AuditRecord, AuditUnavailable, default_path, read, verify
+from tidectl.console.audit import AuditRecord, AuditUnavailable, read, verify
 from tidectl.console.audit.record import canonical
 from tidectl.console.commands.run import UsageError
 
@@ -88,15 +88,11 @@ def log_path(path: Path | None, config_file: str | None) -> Path:
         return path
     assert config_file is not None
     from tidectl.console.config.loader import load_config
-    from tidectl.console.control.assemble import AssemblyError, store_path
+    from tidectl.console.control.assemble import AssemblyError, audit_path, store_path
 
     config = load_config(config_file)
-    # [audit] path is read when the config has it (a later addition to cluster.toml).
-    configured = getattr(getattr(config, "audit", None), "path", None)
-    if configured is not None:
-        return Path(configured)
     try:
-        return default_path(store_path(config))
+        return audit_path(config, store_path(config))
     except AssemblyError as error:
         raise UsageError(str(error)) from None
 

@@ -29,7 +29,7 @@ from tidectl.console.config.pools import read_pools, read_scheduler
 from tidectl.console.config.readers import read_agent, read_health, read_sites, read_ssh
 from tidectl.console.config.roles import read_roles
 from tidectl.console.config.server import read_server
-from tidectl.console.config.store import read_store
+from tidectl.console.config.store import read_audit, read_store
 from tidectl.console.config.table import ConfigFile, Table
 
 __all__ = ["MAX_NODES", "ConfigError", "load_config", "parse_config"]
@@ -150,6 +150,7 @@ _TABLES: Final = (
     "server",
     "roles",
     "data_classes",
+    "audit",
 )
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
@@ -165,6 +166,7 @@ _TABLE_TITLES: Final = {
     "server": "[server]",
     "roles": "[roles]",
     "data_classes": "[[data_classes]]",
+    "audit": "[audit]",
 }
 
 
@@ -208,6 +210,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     roles = read_roles(_section(file, root, "roles"))
     data_classes = read_data_classes(_entries(file, root, "data_classes"))
     check_pool_classes(pools, data_classes, pool_tables)
+    audit = read_audit(_section(file, root, "audit"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -223,6 +226,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         server=server,
         roles=roles,
         data_classes=data_classes,
+        audit=audit,
     )
 
 

@@ -129,6 +129,13 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """``[audit]``: where the audit log is. None: beside the store (``STORE.audit.jsonl``)."""
+
+    path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DataClass:
     """``[[data_classes]]``: a kind of data, and the regions it may be processed in (cloud
     regions, like ``eu-west-1``; ``*``: anywhere)."""
@@ -178,6 +185,7 @@ class ClusterConfig:
     roles: RolesSettings | None = None
     #: Empty: no data-sovereignty rules (a burst may go to any pool's region).
     data_classes: tuple[DataClass, ...] = ()
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -1,4 +1,4 @@
-"""``[store]``: where the lifecycle store lives.
+"""``[store]`` and ``[audit]``: where the lifecycle store and the audit log live.
 
     [store]
     path = "/var/lib/tidectl/onprem-a.sqlite3"   # default: under the user's data directory
@@ -9,11 +9,11 @@ burst or drain creates it), but its folder's parent chain must be creatable by t
 
 from __future__ import annotations
 
-from tidectl.console.config.model import StoreSettings
+from tidectl.console.config.model import AuditSettings, StoreSettings
 from tidectl.console.config.readers import resolve_path
 from tidectl.console.config.table import Table
 
-__all__ = ["read_store"]
+__all__ = ["read_audit", "read_store"]
 
 
 def read_store(table: Table | None) -> StoreSettings:
@@ -27,3 +27,17 @@ def read_store(table: Table | None) -> StoreSettings:
     if path.is_dir():
         raise table.error("path", f"[store] path {path} is a folder; name a file in it")
     return StoreSettings(path=path)
+
+
+def read_audit(table: Table | None) -> AuditSettings:
+    """``[audit] path``: the audit log's file (default: beside the store)."""
+    if table is None:
+        return AuditSettings()
+    text = table.string("path", None, example='path = "/var/log/tidectl/audit.jsonl"')
+    table.finish()
+    if text is None:
+        return AuditSettings()
+    path = resolve_path(table, "path", text)
+    if path.is_dir():
+        raise table.error("path", f"[audit] path {path} is a folder; name a file in it")
+    return AuditSettings(path=path)

@@ -21,6 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tidectl.console.audit import AuditLog, AuditUnavailable
+from tidectl.console.audit import default_path as default_audit_path
 from tidectl.console.collector import Collector
 from tidectl.console.config.model import ClusterConfig, PoolSpec
 from tidectl.console.control.plane import RECONCILE_INTERVAL_S, ControlPlane
@@ -38,7 +40,7 @@ from tidectl.console.scheduler.sim import SimScheduler
 from tidectl.console.scheduler.slurm import SlurmScheduler
 from tidectl.console.scheduler.workload import Workload
 
-__all__ = ["AssemblyError", "assemble", "store_path"]
+__all__ = ["AssemblyError", "assemble", "audit_path", "store_path"]
 
 Closer = Callable[[], Coroutine[Any, Any, None]]
 
@@ -91,6 +93,16 @@ async def assemble(
         opened.close()
         raise AssemblyError(str(error)) from None
     try:
+        audit = AuditLog(audit_path(config, path))
+    except AuditUnavailable as error:
+        opened.close()
+        lock.release()
+        raise AssemblyError(
+            f"{error}; nothing can be done without an audit trail (set [audit] path to a "
+            "writable file)"
+        ) from None
+    closers.append(_closing(audit))
+    try:
         providers = _providers(config.pools, closers)
         scheduler = _scheduler(config, workload)
         watched = config if watch_onprem else replace(config, nodes=())
@@ -137,7 +149,20 @@ async def assemble(
         background=background,
         closers=closers,
         interval_s=interval_s,
+        audit=audit,
     )
+
+
+def audit_path(config: ClusterConfig, store: Path) -> Path:
+    """Where the audit log is: ``[audit] path``, else beside the store."""
+    return config.audit.path or default_audit_path(store)
+
+
+def _closing(audit: AuditLog) -> Closer:
+    async def close() -> None:
+        audit.close()
+
+    return close
 
 
 def _refuse_what_cannot_run(config: ClusterConfig, in_process_sim: bool) -> None:

@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
+from tidectl.console.audit import AuditLog, AuditUnavailable
 from tidectl.console.config.model import ClusterConfig, PoolSpec
 from tidectl.console.control.caller import Caller, new_request_id
 from tidectl.console.control.errors import ControlError, Failed, Refused
@@ -49,6 +50,8 @@ _log = logging.getLogger(__name__)
 RECONCILE_INTERVAL_S = 5.0
 #: Reports the control plane keeps for front ends (the newest).
 _REPORTS_KEPT = 200
+#: Requests whose caller and action are remembered for their outcome records.
+_ASKED_KEPT = 1000
 _T = TypeVar("_T")
 
 
@@ -82,10 +85,15 @@ class ControlPlane:
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         lock: StoreLock | None = None,
         interval_s: float = RECONCILE_INTERVAL_S,
+        audit: AuditLog | None = None,
     ) -> None:
         self.config = config
         #: Who may do what (``[roles]``); checked for every action in ``_begin``.
         self.roles = Roles(config.roles, config.path)
+        #: Where every decision and outcome is recorded (None: not audited, as in tests that
+        #: build a plane by hand; ``assemble`` always opens one).
+        self.audit = audit
+        self._asked: dict[str, tuple[Caller, str, tuple[str, ...]]] = {}
         self.store = store
         self.engine = engine
         self.fleet = fleet
@@ -193,16 +201,14 @@ class ControlPlane:
         target: asking twice adds nothing the second time). The burst carries ``data_class``
         (else the pool's); a region the class may not be processed in is refused before
         anything is written or asked of a cloud (``control.sovereignty``)."""
-        rid = self._begin(caller, "burst", request_id)
+        asked = {"count": count, "ensure": ensure, "data_class": data_class, "token": token}
+        rid = await self._begin(caller, "burst", request_id, [pool], asked)
         spec = self.pool(pool)
         carried = None
         if spec is not None:
             carried, refusal = burst_class(self.config, spec, data_class)
             if refusal is not None:
-                _log.warning(
-                    "%s: burst into %s refused (request %s): %s", caller, pool, rid, refusal
-                )
-                raise Refused(refusal, request_id=rid)
+                raise await self._refuse(rid, refusal)
         return await self._act(
             rid,
             self.engine.burst(
@@ -227,8 +233,8 @@ class ControlPlane:
     ) -> ActionResult:
         """Stop new jobs on ``nodes`` (a node set like ``gpu[01-04]`` or a list); the jobs
         there run to completion. Nodes become ``drained`` when the scheduler says so."""
-        rid = self._begin(caller, "drain", request_id)
-        names = self._names(nodes, rid)
+        rid = await self._begin(caller, "drain", request_id, _listed(nodes), {"reason": reason})
+        names = await self._names(nodes, rid)
         return await self._act(
             rid,
             self.engine.drain(
@@ -240,8 +246,8 @@ class ControlPlane:
         self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
     ) -> ActionResult:
         """Let drained or draining ``nodes`` take jobs again."""
-        rid = self._begin(caller, "resume", request_id)
-        names = self._names(nodes, rid)
+        rid = await self._begin(caller, "resume", request_id, _listed(nodes))
+        names = await self._names(nodes, rid)
         return await self._act(
             rid,
             self.engine.resume(names, actor=caller.user, frontend=caller.frontend, request_id=rid),
@@ -251,8 +257,8 @@ class ControlPlane:
         self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
     ) -> ActionResult:
         """End cloud nodes that run no job (drained, failed, or not yet joined)."""
-        rid = self._begin(caller, "terminate", request_id)
-        names = self._names(nodes, rid)
+        rid = await self._begin(caller, "terminate", request_id, _listed(nodes))
+        names = await self._names(nodes, rid)
         return await self._act(
             rid,
             self.engine.terminate(
@@ -264,7 +270,7 @@ class ControlPlane:
         self, caller: Caller, burst_intent: str, *, request_id: str | None = None
     ) -> ActionResult:
         """Take back a burst's nodes that have not joined yet."""
-        rid = self._begin(caller, "cancel", request_id)
+        rid = await self._begin(caller, "cancel", request_id, [burst_intent])
         return await self._act(
             rid,
             self.engine.cancel(
@@ -280,8 +286,9 @@ class ControlPlane:
         """Slurm's ResumeProgram: launch the CLOUD nodes named (a burst per pool whose
         ``slurm_nodes`` holds them); nodes live already are left as they are, so Slurm may
         ask again. A name no pool holds refuses the whole call (a config mismatch)."""
-        rid = self._begin(caller, "slurm-resume", request_id)
-        by_pool = self._slurm_pools(self._names(nodes, rid), rid)
+        rid = await self._begin(caller, "slurm-resume", request_id, _listed(nodes))
+        by_pool = await self._slurm_pools(await self._names(nodes, rid), rid)
+        classes = {pool: await self._slurm_class(pool, rid) for pool in by_pool}
         return [
             await self._act(
                 rid,
@@ -292,19 +299,19 @@ class ControlPlane:
                     frontend=caller.frontend,
                     request_id=rid,
                     token=f"burst:{rid}:{pool}",
-                    data_class=self._slurm_class(pool, rid),
+                    data_class=classes[pool],
                 ),
             )
             for pool, names in by_pool.items()
         ]
 
-    def _slurm_class(self, pool: str, rid: str) -> str | None:
+    async def _slurm_class(self, pool: str, rid: str) -> str | None:
         """Slurm names no data class: the pool's, under the same rule as any burst."""
         spec = self.pool(pool)
         assert spec is not None  # _slurm_pools found it
         carried, refusal = burst_class(self.config, spec, None)
         if refusal is not None:
-            raise Refused(refusal, request_id=rid)
+            raise await self._refuse(rid, refusal)
         return carried
 
     async def slurm_suspend(
@@ -324,8 +331,8 @@ class ControlPlane:
     async def _slurm_end(
         self, caller: Caller, nodes: str | Sequence[str], why: EndWhy, request_id: str | None
     ) -> ActionResult:
-        rid = self._begin(caller, f"slurm-{why}", request_id)
-        names = self._names(nodes, rid)
+        rid = await self._begin(caller, f"slurm-{why}", request_id, _listed(nodes))
+        names = await self._names(nodes, rid)
         # Only what tidectl launched and has not ended: Slurm may name nodes twice, or nodes
         # it never resumed through tidectl (asking again must do nothing).
         live = [
@@ -345,52 +352,110 @@ class ControlPlane:
             ),
         )
 
-    def _slurm_pools(self, names: Sequence[str], rid: str) -> dict[str, list[str]]:
+    async def _slurm_pools(self, names: Sequence[str], rid: str) -> dict[str, list[str]]:
         """The names by the pool whose ``slurm_nodes`` holds them, in the order given."""
         owner = {name: pool.name for pool in self.config.pools for name in pool.slurm_nodes}
         foreign = [name for name in names if name not in owner]
         if foreign:
-            raise Refused(
+            raise await self._refuse(
+                rid,
                 f"no pool has {', '.join(foreign[:5])} in its slurm_nodes; add them to a pool's "
                 "slurm_nodes in cluster.toml (they must match CLOUD NodeNames in slurm.conf)",
-                request_id=rid,
             )
         by_pool: dict[str, list[str]] = {}
         for name in dict.fromkeys(names):
             by_pool.setdefault(owner[name], []).append(name)
         return by_pool
 
-    def _begin(self, caller: Caller, action: str, request_id: str | None) -> str:
-        """The one door every action passes: the request id and the role check (deny by
-        default: ``control.roles``). Raises ``Refused`` with the sentence when denied."""
+    async def _begin(
+        self,
+        caller: Caller,
+        action: str,
+        request_id: str | None,
+        targets: Sequence[str],
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The one door every action passes: the request id, the role check (deny by default:
+        ``control.roles``) and the audit record of the decision, written (fsynced) before
+        anything happens. Fails closed: a log that cannot be written refuses the action.
+        Raises ``Refused`` with the sentence when denied."""
         rid = request_id or new_request_id()
         access = self.roles.check(caller.user, action)
+        self._asked[rid] = (caller, action, tuple(targets))
+        while len(self._asked) > _ASKED_KEPT:
+            self._asked.pop(next(iter(self._asked)))
+        decision = "allowed" if access.allowed else "denied"
+        outcome = "started" if access.allowed else f"denied: {access.sentence}"
+        try:
+            await self._audit(rid, decision, access.rule, outcome, params or {})
+        except AuditUnavailable as error:
+            _log.error("%s: %s refused, the audit log cannot be written: %s", caller, action, error)
+            raise Refused(
+                f"nothing was done: the audit log cannot be written ({error}); actions that "
+                "change the cluster wait until it can (reads still work)",
+                request_id=rid,
+            ) from None
         if not access.allowed:
             _log.warning("%s denied %s (request %s): %s", caller, action, rid, access.rule)
             raise Refused(access.sentence, request_id=rid)
         _log.info("%s asks %s (request %s; %s)", caller, action, rid, access.rule)
         return rid
 
-    def _names(self, nodes: str | Sequence[str], rid: str) -> list[str]:
+    async def _audit(
+        self, rid: str, decision: str, rule: str, outcome: str, params: Mapping[str, Any]
+    ) -> None:
+        if self.audit is None:
+            return
+        caller, action, targets = self._asked[rid]
+        # The fsync is the point and takes milliseconds: off the event loop.
+        await asyncio.to_thread(
+            self.audit.append,
+            actor=caller.user,
+            frontend=str(caller.frontend),
+            action=action,
+            targets=targets,
+            params=params,
+            decision=decision,
+            rule=rule,
+            outcome=outcome,
+            request_id=rid,
+        )
+
+    async def _outcome(self, rid: str, outcome: str) -> None:
+        """The audit record of how an allowed action ended. It happened already: a log that
+        cannot take it now is reported, not raised."""
+        try:
+            await self._audit(rid, "allowed", "outcome", outcome, {})
+        except AuditUnavailable as error:
+            _log.error("the outcome of request %s is not in the audit log: %s", rid, error)
+            self._report([f"audit log: the outcome of request {rid} could not be written: {error}"])
+
+    async def _refuse(self, rid: str, sentence: str) -> Refused:
+        """A refusal after the decision (a bad node set, a data class): recorded, returned to
+        raise."""
+        await self._outcome(rid, f"refused: {sentence}")
+        return Refused(sentence, request_id=rid)
+
+    async def _names(self, nodes: str | Sequence[str], rid: str) -> list[str]:
         if isinstance(nodes, str):
             try:
                 return expand(nodes)
             except ValueError as error:
-                raise Refused(f"{nodes!r} is not a node set: {error}", request_id=rid) from None
+                raise await self._refuse(rid, f"{nodes!r} is not a node set: {error}") from None
         return list(nodes)
 
     async def _act(self, rid: str, action: Awaitable[_T]) -> _T:
         try:
             async with self._lock:
                 result = await action
-        except (BurstRefused, ActionRefused, IllegalTransition) as error:
-            raise Refused(str(error), request_id=rid) from None
-        except ActionFailed as error:
+        except (BurstRefused, ActionRefused, IllegalTransition, StoreError) as error:
+            # StoreError: a reused token, an unreadable store.
+            raise await self._refuse(rid, str(error)) from None
+        except (ActionFailed, ProviderError, SchedulerError) as error:
+            await self._outcome(rid, f"failed: {error}")
             raise Failed(str(error), request_id=rid) from None
-        except StoreError as error:  # a reused token, an unreadable store
-            raise Refused(str(error), request_id=rid) from None
-        except (ProviderError, SchedulerError) as error:
-            raise Failed(str(error), request_id=rid) from None
+        sentence = getattr(result, "sentence", "") or type(result).__name__
+        await self._outcome(rid, f"done: {sentence}")
         self._poke.set()  # the reconcile loop takes it from here, now
         return result
 
@@ -480,3 +545,8 @@ class ControlPlane:
 def refusal(error: ControlError) -> str:
     """A one-line message for a front end: the sentence and the request id."""
     return f"{error} (request {error.request_id})" if error.request_id else str(error)
+
+
+def _listed(nodes: str | Sequence[str]) -> list[str]:
+    """Targets as the audit records them: a node set as written, or the names."""
+    return [nodes] if isinstance(nodes, str) else list(nodes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -117,15 +116,18 @@ def test_with_a_config_the_log_beside_the_store_is_read(
 
 
 def test_with_a_config_an_audit_path_it_sets_wins(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``[audit] path`` is not in cluster.toml yet: the command reads ``config.audit.path``
-    when a config has it."""
+    """``[audit] path`` in cluster.toml names the log (relative to the file's folder)."""
     path = tmp_path / "elsewhere.jsonl"
     write_log(path, 1)
-    configured = SimpleNamespace(audit=SimpleNamespace(path=path))
-    monkeypatch.setattr("tidectl.console.config.loader.load_config", lambda _: configured)
-    status, out, _ = run(capsys, "audit", "verify", "-c", "cluster.toml")
+    (tmp_path / "known_hosts").write_text("")
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        '[cluster]\nname = "c"\n[ssh]\nuser = "t"\nknown_hosts = "known_hosts"\n'
+        '[[nodes]]\nnames = "n1"\n[audit]\npath = "elsewhere.jsonl"\n'
+    )
+    status, out, _ = run(capsys, "audit", "verify", "-c", str(config))
     assert (status, out.startswith(f"{path}: ok: 1 record verifies")) == (0, True)
 
 

@@ -6,6 +6,8 @@ drain at once, since nothing places jobs."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,11 @@ import pytest
 
 from tests.console.providers.helpers import IMAGE, raw_ec2, tags_of
 from tests.fakes.ec2_faults import Ec2FaultProxy
+from tidectl.console.audit import read, verify
 from tidectl.console.cli import main
 from tidectl.console.providers.base import CLUSTER_TAG, INTENT_TAG
 
+ME = pwd.getpwuid(os.getuid()).pw_name
 CONFIG = f"""\
 [cluster]
 name = "lab"
@@ -195,4 +199,52 @@ def test_a_burst_its_data_class_may_not_go_to_makes_no_ec2_call(
     assert ec2.requests() == []  # refused before any provider call: not even a price
     status, said = run_json(capsys, "burst", "-c", str(config), "h100", "1")
     assert status == 1 and "names no data class and pool h100 has none" in said["error"]
+    assert ec2.requests("RunInstances") == []
+
+
+def test_every_action_leaves_its_decision_and_outcome_in_a_log_that_verifies(
+    config: Path, ec2: Ec2FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, burst = run_json(capsys, "burst", "-c", str(config), "h100", "1")
+    assert status == 0, burst
+    status, _, _ = run(capsys, "drain", "-c", str(config), "gpu[1-", "--reason", "x")
+    assert status == 1  # not a node set: refused after the decision, and recorded so
+    log = config.parent / "lab.sqlite3.audit.jsonl"
+    records = list(read(log))
+    assert [(r.action, r.decision, r.outcome.split(":")[0]) for r in records] == [
+        ("burst", "allowed", "started"),
+        ("burst", "allowed", "done"),
+        ("drain", "allowed", "started"),
+        ("drain", "allowed", "refused"),
+    ]
+    started = records[0]
+    assert (started.actor, started.frontend, started.targets) == (ME, "cli", ("h100",))
+    assert started.params["count"] == 1 and started.request_id == records[1].request_id
+    assert records[1].outcome == f"done: {burst['sentence']}"
+    assert verify(log).ok
+    status, out, _ = run(capsys, "audit", "verify", "-c", str(config))
+    assert status == 0 and "ok: 4 records verify" in out
+
+
+def test_a_denied_action_is_audited_and_an_unwritable_log_refuses_every_change(
+    tmp_path: Path, ec2: Ec2FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "known_hosts").write_text("")
+    config = tmp_path / "cluster.toml"
+    config.write_text(CONFIG + '[roles]\nviewer = ["' + ME + '"]\n')
+    status, _, err = run(capsys, "terminate", "-c", str(config), "h100-x")
+    assert status == 1 and f"{ME} may not terminate: that needs the admin role" in err
+    (denied,) = list(read(tmp_path / "lab.sqlite3.audit.jsonl"))
+    assert (denied.decision, denied.action, denied.rule) == (
+        "denied",
+        "terminate",
+        f"[roles] viewer lists {ME}",
+    )
+    assert denied.outcome.startswith(f"denied: {ME} may not terminate")
+    # The log becomes unwritable (here: its path is taken by a folder): nothing changes.
+    config.write_text(CONFIG + '[audit]\npath = "gone/audit.jsonl"\n')
+    (tmp_path / "gone").write_text("a file where the log's folder should be")
+    ec2.reset()
+    status, _, err = run(capsys, "burst", "-c", str(config), "h100", "1")
+    assert status == 2 and "audit" in err and "nothing can be done without an audit trail" in err
     assert ec2.requests("RunInstances") == []

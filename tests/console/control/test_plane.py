@@ -14,6 +14,7 @@ import pytest
 
 from tests.console.lifecycle.world import POOL, S, World
 from tests.console.roles import TEST_ROLES
+from tidectl.console.audit import AuditLog, read
 from tidectl.console.config.loader import parse_config
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import Failed, Refused
@@ -155,3 +156,20 @@ async def test_a_pass_that_crashes_is_reported_and_the_loop_goes_on(
             await asyncio.sleep(0.05)
         assert calls >= 3, "the loop stopped after the crash"
         assert any("reconcile pass crashed (KeyError" in r for r in plane.reports)
+
+
+async def test_a_log_that_cannot_be_written_refuses_changes_and_reads_still_work(
+    plane: ControlPlane, world: World, tmp_path: Path
+) -> None:
+    """Fail closed: the decision's record is written before anything happens, and when it
+    cannot be, nothing happens."""
+    path = tmp_path / "audit.jsonl"
+    plane.audit = AuditLog(path)
+    assert (await plane.burst(ANA, "gpu", count=1)).launched == 1
+    assert [r.outcome.split(":")[0] for r in read(path)] == ["started", "done"]
+    path.unlink()  # the log is gone (a disk replaced, a careless cleanup)
+    with pytest.raises(Refused, match="nothing was done: the audit log cannot be written"):
+        await plane.burst(ANA, "gpu", count=1)
+    assert len(await world.instances()) == 1 and len(world.store.intents()) == 1
+    assert len(plane.nodes()) == 1  # reads still work
+    plane.audit.close()
