@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncssh
 
 from tidectl.console.config.model import NodeSpec, SshSettings
+from tidectl.console.transport import algorithms
 from tidectl.console.transport.errors import (
     HANDED_OVER,
     HandedOverKeyUnreadable,
@@ -132,6 +133,15 @@ class SshConnector:
             login_timeout=settings.login_timeout_s,
             keepalive_interval=settings.keepalive_interval_s,
             keepalive_count_max=settings.keepalive_count_max,
+            # Modern algorithms only (transport/algorithms.py), and nothing forwarded: the
+            # nodes get no way back to the control plane's agent, display or ports.
+            kex_algs=list(algorithms.KEX),
+            encryption_algs=list(algorithms.ENCRYPTION),
+            mac_algs=list(algorithms.MACS),
+            signature_algs=list(algorithms.SIGNATURES),
+            server_host_key_algs=list(algorithms.SERVER_HOST_KEYS),
+            agent_forwarding=False,
+            x11_forwarding=False,
         )
 
     async def _tunnel(self) -> asyncssh.SSHClientConnection | None:

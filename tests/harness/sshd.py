@@ -128,6 +128,7 @@ class SshdHosts:
         host_name: str = "node{:03d}",
         address: str = LOOPBACK,
         ready_timeout_s: float | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         if count < 1:
             raise ValueError(f"count must be at least 1, not {count}")
@@ -147,6 +148,8 @@ class SshdHosts:
         if len(set(self.names)) != count:
             raise ValueError(f"host_name {host_name!r} does not give {count} distinct names")
         self.ready_timeout_s = 10.0 + 0.05 * count if ready_timeout_s is None else ready_timeout_s
+        #: sshd_config lines every host adds (a test's algorithms, say), after the harness's.
+        self.extra_config = tuple(extra_config)
         self.token = secrets.token_hex(8)
         self.client_key = self.base_dir / "client_ed25519"
         self.known_hosts = self.base_dir / "known_hosts"
@@ -428,6 +431,7 @@ class SshdHosts:
             # Newer sshd penalises a source address whose sessions crash or fail to log in:
             # here every client is 127.0.0.1 and the faults are deliberate.
             lines.append("PerSourcePenalties no")
+        lines.extend(self.extra_config)
         force = self._force_commands.get(name)
         if force:
             lines.append(f"ForceCommand {force}")
