@@ -62,6 +62,15 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     resume.add_argument("nodes", metavar="NODESET")
     terminate = _parser(commands, "terminate", "end drained (or failed) cloud nodes")
     terminate.add_argument("nodes", metavar="NODESET")
+    terminate.add_argument(
+        "--reason", required=True, help="why these instances end (audit log, node history)"
+    )
+    terminate.add_argument(
+        "--yes",
+        action="store_true",
+        help="do it: without --yes, only show what would be terminated (destructive actions "
+        "need the flag in scripts)",
+    )
     _wait_options(terminate, "until the provider confirms the instances are gone")
     cancel = _parser(commands, "cancel", "take back a burst's nodes that have not joined")
     cancel.add_argument("intent", help="the burst's intent id (tidectl burst prints it)")
@@ -194,7 +203,9 @@ class Plane(Protocol):
 
     async def resume(self, caller: Caller, nodes: str | Sequence[str]) -> ActionResult: ...
 
-    async def terminate(self, caller: Caller, nodes: str | Sequence[str]) -> ActionResult: ...
+    async def terminate(
+        self, caller: Caller, nodes: str | Sequence[str], *, reason: str
+    ) -> ActionResult: ...
 
     async def cancel(self, caller: Caller, burst_intent: str) -> ActionResult: ...
 
@@ -244,8 +255,23 @@ async def _resume(plane: Plane, caller: Caller, args: argparse.Namespace) -> int
 
 
 async def _terminate(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:
-    result = await plane.terminate(caller, args.nodes)
+    if not args.yes:
+        return _preview_terminate(args)
+    result = await plane.terminate(caller, args.nodes, reason=args.reason)
     return await _action_done(plane, args, result, {State.TERMINATED})
+
+
+def _preview_terminate(args: argparse.Namespace) -> int:
+    """What a terminate would end, and how to do it: nothing is asked of anyone."""
+    sentence = (
+        f"would terminate {args.nodes} ({args.reason}); nothing was done: terminate is "
+        "destructive, add --yes to carry it out"
+    )
+    if args.json:
+        _print_json({"ok": False, "preview": True, "nodes": args.nodes, "sentence": sentence})
+    else:
+        _err(f"tidectl terminate: {sentence}")
+    return 1
 
 
 async def _cancel(plane: Plane, caller: Caller, args: argparse.Namespace) -> int:

@@ -254,15 +254,27 @@ class ControlPlane:
         )
 
     async def terminate(
-        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+        self,
+        caller: Caller,
+        nodes: str | Sequence[str],
+        *,
+        reason: str,
+        request_id: str | None = None,
     ) -> ActionResult:
-        """End cloud nodes that run no job (drained, failed, or not yet joined)."""
-        rid = await self._begin(caller, "terminate", request_id, _listed(nodes))
+        """End cloud nodes that run no job (drained, failed, or not yet joined). Destructive:
+        it needs a ``reason``, which the audit log and each node's history keep."""
+        rid = await self._begin(caller, "terminate", request_id, _listed(nodes), {"reason": reason})
+        if not reason.strip():
+            raise await self._refuse(
+                rid,
+                "terminate needs a reason: say why these instances end (it is kept in the "
+                "audit log and in each node's history)",
+            )
         names = await self._names(nodes, rid)
         return await self._act(
             rid,
             self.engine.terminate(
-                names, actor=caller.user, frontend=caller.frontend, request_id=rid
+                names, actor=caller.user, frontend=caller.frontend, request_id=rid, reason=reason
             ),
         )
 

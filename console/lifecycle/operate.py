@@ -308,6 +308,7 @@ class Operations:
         request_id: str,
         token: str | None = None,
         why: EndWhy = EndWhy.ASKED,
+        reason: str | None = None,
     ) -> ActionResult:
         """End cloud nodes that run no job: drained (and the scheduler agrees, and shows no
         job), failed, or not yet joined. The provider is asked; the reconcile loop confirms
@@ -324,14 +325,16 @@ class Operations:
         intent, replayed = self._intent(
             IntentAction.TERMINATE,
             token or f"terminate:{request_id}",
-            {"nodes": names, "why": str(why)},
+            _terminate_detail(names, why, reason),
             actor=actor,
             frontend=frontend,
             request_id=request_id,
         )
         if replayed:
             return self._replay(intent, names)
-        return await self._apply_terminate(intent, names, world, actor, request_id, why=why)
+        return await self._apply_terminate(
+            intent, names, world, actor, request_id, why=why, reason=reason
+        )
 
     def _check_terminable(
         self, name: str, record: NodeRecord | None, world: _World, why: EndWhy = EndWhy.ASKED
@@ -393,8 +396,10 @@ class Operations:
         request_id: str,
         *,
         why: EndWhy = EndWhy.ASKED,
+        reason: str | None = None,
     ) -> ActionResult:
         outcomes: list[NodeOutcome] = []
+        said = why.sentence(actor) + (f": {reason}" if reason else "")
         to_end: dict[str, list[str]] = {}
         for name in names:
             record = self._store.node(name)
@@ -414,7 +419,7 @@ class Operations:
                 except SchedulerError as error:
                     raise self._failed(intent, f"{name}: {error}") from None
             if record.state is not State.TERMINATING:
-                self._move(name, State.TERMINATING, why.sentence(actor), actor, request_id)
+                self._move(name, State.TERMINATING, said, actor, request_id)
             if record.instance_id:
                 to_end.setdefault(record.pool or "", []).append(record.instance_id)
             outcomes.append(NodeOutcome(name, record.state, State.TERMINATING, "terminating"))
@@ -557,7 +562,16 @@ class Operations:
             result = await self._apply_resume(intent, names, world, actor, request_id)
         elif intent.action is IntentAction.TERMINATE:
             why = EndWhy(str(intent.detail.get("why", EndWhy.ASKED)))
-            result = await self._apply_terminate(intent, names, world, actor, request_id, why=why)
+            said = intent.detail.get("reason")
+            result = await self._apply_terminate(
+                intent,
+                names,
+                world,
+                actor,
+                request_id,
+                why=why,
+                reason=said if isinstance(said, str) else None,
+            )
         else:  # a cancel: every action is one of the five
             burst = self._store.intent(str(intent.detail.get("intent", "")))
             if burst is None:
@@ -714,6 +728,13 @@ _TERMINATE_HINTS = {
 def _cannot(name: str, state: State, action: str, hints: Mapping[State, str]) -> str:
     hint = hints.get(state, "nothing can be done to it in that state")
     return f"cannot {action} {name}: it is {state}; {hint}"
+
+
+def _terminate_detail(names: list[str], why: EndWhy, reason: str | None) -> dict[str, object]:
+    detail: dict[str, object] = {"nodes": names, "why": str(why)}
+    if reason:
+        detail["reason"] = reason
+    return detail
 
 
 def _unique(names: Sequence[str]) -> list[str]:

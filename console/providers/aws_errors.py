@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from tidectl.console.audit.redact import scrub
 from tidectl.console.providers.base import (
     AuthError,
     CapacityError,
@@ -77,7 +78,8 @@ class CallContext:
 
 
 def _detail(code: str, message: str) -> str:
-    message = " ".join(message.split())
+    # EC2 can quote the caller's access key id (AuthFailure, signature errors): never passed on.
+    message = scrub(" ".join(message.split()))
     if len(message) > MAX_DETAIL_CHARS:
         message = message[:MAX_DETAIL_CHARS] + "…"
     return f"{code}: {message}" if message else code

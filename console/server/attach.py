@@ -216,8 +216,10 @@ class AttachedPlane:
     async def resume(self, caller: Caller, nodes: str | Sequence[str]) -> ActionResult:
         return await self.remote.resume(caller, nodes)
 
-    async def terminate(self, caller: Caller, nodes: str | Sequence[str]) -> ActionResult:
-        return await self.remote.terminate(caller, nodes)
+    async def terminate(
+        self, caller: Caller, nodes: str | Sequence[str], *, reason: str
+    ) -> ActionResult:
+        return await self.remote.terminate(caller, nodes, reason=reason)
 
     async def jobs_on(self, nodes: Sequence[str]) -> list[Job]:
         return await self.remote.jobs_on(nodes)

@@ -118,9 +118,14 @@ class RemotePlane:
         return _as(ActionResult, await self._call("resume", params))
 
     async def terminate(
-        self, caller: Caller, nodes: str | Sequence[str], *, request_id: str | None = None
+        self,
+        caller: Caller,
+        nodes: str | Sequence[str],
+        *,
+        reason: str,
+        request_id: str | None = None,
     ) -> ActionResult:
-        params = {"nodes": _listed(nodes), "request_id": request_id}
+        params = {"nodes": _listed(nodes), "reason": reason, "request_id": request_id}
         return _as(ActionResult, await self._call("terminate", params))
 
     async def cancel(

@@ -325,7 +325,10 @@ class Service:
 
     async def _terminate(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return await self.plane.terminate(
-            caller, _nodes(params), request_id=_optional_text(params, "request_id")
+            caller,
+            _nodes(params),
+            reason=_text(params, "reason"),
+            request_id=_optional_text(params, "request_id"),
         )
 
     async def _cancel(self, caller: Caller, params: Mapping[str, Any]) -> Any:

@@ -141,7 +141,8 @@ class LifecycleActions:
         def chosen(yes: bool | None) -> None:
             caller = self._caller()
             if yes and caller is not None:
-                self._run(plane.terminate(caller, [node]), f"terminate of {node}")
+                reason = f"terminated by {caller.user} via tidectl console, after its preview"
+                self._run(plane.terminate(caller, [node], reason=reason), f"terminate of {node}")
 
         self.app.push_screen(ConfirmDialog(terminate_question(record)), chosen)
 

@@ -69,7 +69,7 @@ async def test_a_sim_burst_goes_active_over_real_ssh_and_drains_out(tmp_path: Pa
             assert node.sample is not None and node.spec.labels["pool"] == "burst"
         await plane.drain(ANA, list(result.nodes), reason="done")
         await plane.wait(result.nodes, {State.DRAINED}, timeout_s=30)
-        await plane.terminate(ANA, list(result.nodes))
+        await plane.terminate(ANA, list(result.nodes), reason="done")
         done = await plane.wait(result.nodes, {State.TERMINATED}, timeout_s=30)
         assert set(done.states.values()) == {State.TERMINATED}
         await plane.reconcile_now()  # the pass after the close unlinks them

@@ -6,6 +6,7 @@ drain at once, since nothing places jobs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 from pathlib import Path
@@ -100,8 +101,23 @@ def test_a_wait_on_aws_nodes_says_why_they_cannot_be_admitted_and_terminate_ends
     names = [n["name"] for n in listed["nodes"]]
     assert {n["state"] for n in listed["nodes"]} == {"bootstrapping"}
     nodeset = ",".join(names)
+    # Destructive: without --yes, only what it would do; nothing is asked of EC2.
+    ec2.reset()
+    status, preview = run_json(capsys, "terminate", "-c", str(config), nodeset, "--reason", "x")
+    assert (status, preview["preview"]) == (1, True) and "add --yes" in preview["sentence"]
+    assert ec2.requests("TerminateInstances") == []
     status, ended = run_json(
-        capsys, "terminate", "-c", str(config), nodeset, "--wait", "--timeout", "20"
+        capsys,
+        "terminate",
+        "-c",
+        str(config),
+        nodeset,
+        "--reason",
+        "they never came up",
+        "--yes",
+        "--wait",
+        "--timeout",
+        "20",
     )
     assert status == 0, ended
     assert set(ended["wait"]["states"].values()) == {"terminated"}
@@ -120,7 +136,7 @@ def test_on_prem_nodes_drain_and_resume_but_are_never_terminated(
     assert "drain set on 2 node(s): firmware" in out and "all 2 node(s) drained" in out
     status, resumed = run_json(capsys, "resume", "-c", str(config), "gpu[1-2]")
     assert status == 0 and [n["after"] for n in resumed["nodes"]] == ["active", "active"]
-    status, out, err = run(capsys, "terminate", "-c", str(config), "gpu1")
+    status, out, err = run(capsys, "terminate", "-c", str(config), "gpu1", "--reason", "x", "--yes")
     assert status == 1 and "never terminates a machine it did not launch" in err
     assert "(request " in err
 
@@ -134,6 +150,7 @@ def test_on_prem_nodes_drain_and_resume_but_are_never_terminated(
         (("burst", "tpu", "1"), 1, "no pool named 'tpu'"),
         (("burst", "h100", "0"), 2, "COUNT must be at least 1"),
         (("burst", "h100", "99"), 1, "allows at most 8"),
+        (("terminate", "h100-x", "--reason", " ", "--yes"), 1, "terminate needs a reason"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(
@@ -232,7 +249,7 @@ def test_a_denied_action_is_audited_and_an_unwritable_log_refuses_every_change(
     (tmp_path / "known_hosts").write_text("")
     config = tmp_path / "cluster.toml"
     config.write_text(CONFIG + '[roles]\nviewer = ["' + ME + '"]\n')
-    status, _, err = run(capsys, "terminate", "-c", str(config), "h100-x")
+    status, _, err = run(capsys, "terminate", "-c", str(config), "h100-x", "--reason", "r", "--yes")
     assert status == 1 and f"{ME} may not terminate: that needs the admin role" in err
     (denied,) = list(read(tmp_path / "lab.sqlite3.audit.jsonl"))
     assert (denied.decision, denied.action, denied.rule) == (
@@ -248,3 +265,47 @@ def test_a_denied_action_is_audited_and_an_unwritable_log_refuses_every_change(
     status, _, err = run(capsys, "burst", "-c", str(config), "h100", "1")
     assert status == 2 and "audit" in err and "nothing can be done without an audit trail" in err
     assert ec2.requests("RunInstances") == []
+
+
+KEY_ID = "AKIAFAKEFAKEFAKE2345"
+SECRET = "tidectl-fake-secret-Zq8rT2"
+SESSION = "tidectl-fake-session-Lm4pX9"
+
+
+def test_no_secret_reaches_any_output_even_when_the_cloud_quotes_one(
+    config: Path,
+    ec2: Ec2FaultProxy,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole burst with recognisable fake credentials, logging at INFO, plus a refusal
+    whose message quotes the access key id (EC2's AuthFailure does): not one of them in the
+    output, the logs, the audit log or the store."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION)
+    caplog.set_level(logging.INFO)  # what tidectl -v logs
+    said: list[str] = []
+    for argv in (
+        ["-v", "burst", "-c", str(config), "h100", "1", "--json"],
+        ["-v", "nodes", "-c", str(config), "--json"],
+    ):
+        status, out, err = run(capsys, *argv)
+        assert status == 0, err
+        said += [out, err]
+    ec2.fail(
+        "RunInstances",
+        "AuthFailure",
+        status=401,
+        message=f"AWS was not able to validate the provided access credentials ({KEY_ID})",
+    )
+    status, out, err = run(capsys, "-v", "burst", "-c", str(config), "h100", "1")
+    assert status == 1 and "credentials ([redacted])" in out + err  # said, the key id out
+    said += [out, err, caplog.text]
+    folder = config.parent
+    files = [folder / "lab.sqlite3", folder / "lab.sqlite3.audit.jsonl"]
+    said += [path.read_bytes().decode(errors="replace") for path in files]
+    for secret in (KEY_ID, SECRET, SESSION):
+        leaks = [text[max(0, i - 60) : i + 60] for text in said if (i := text.find(secret)) >= 0]
+        assert leaks == [], f"{secret} leaked: {leaks}"

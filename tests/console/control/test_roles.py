@@ -45,7 +45,7 @@ CALLS: dict[str, Call] = {
     "resume": lambda p, c: p.resume(c, "gpu-x"),
     "cancel": lambda p, c: p.cancel(c, "no-such-intent"),
     "slurm_resume": lambda p, c: p.slurm_resume(c, "cloud9"),
-    "terminate": lambda p, c: p.terminate(c, "gpu-x"),
+    "terminate": lambda p, c: p.terminate(c, "gpu-x", reason="r"),
     "slurm_suspend": lambda p, c: p.slurm_suspend(c, "cloud9"),
     "slurm_resume_failed": lambda p, c: p.slurm_resume_failed(c, "cloud9"),
 }

@@ -317,7 +317,7 @@ async def test_an_operator_burst_powers_the_node_up_and_terminate_powers_it_down
     drained = await plane.drain(ana, "cloud1", reason="done with it")
     assert [o.after for o in drained.nodes] == [S.DRAINING]
     with pytest.raises(Refused, match="its drain is not finished"):
-        await plane.terminate(ana, "cloud1")
+        await plane.terminate(ana, "cloud1", reason="done with it")
     async with asyncio.timeout(30):
         _, err = await job.communicate()
     assert job.returncode == 0, err.decode()  # it ran to completion: not killed
@@ -326,7 +326,7 @@ async def test_an_operator_burst_powers_the_node_up_and_terminate_powers_it_down
         "cloud1 drained once the job ended",
         20,
     )
-    await plane.terminate(ana, "cloud1")
+    await plane.terminate(ana, "cloud1", reason="done with it")
     await until(
         lambda: (n := store.node("cloud1")) is not None and n.state is S.TERMINATED,
         "cloud1 terminated",

@@ -113,9 +113,9 @@ def test_cli_commands_act_through_a_running_service(folder: Path) -> None:
         assert (again.returncode, json.loads(again.stdout)["launched"]) == (0, 0), again.stderr
         drained = cli("drain", nodes[0], "--reason", "done", "--wait", "--timeout", "60")
         assert drained.returncode == 0 and "all 1 node(s) drained" in drained.stdout, drained
-        refused = cli("terminate", nodes[1])
+        refused = cli("terminate", nodes[1], "--reason", "done", "--yes")
         assert refused.returncode == 1 and "it is active; drain it first" in refused.stderr
-        assert cli("terminate", nodes[0]).returncode == 0
+        assert cli("terminate", nodes[0], "--reason", "done", "--yes").returncode == 0
         # Its Prometheus metrics, read with prometheus_client's own parser.
         with urllib.request.urlopen(metrics_url, timeout=10) as answer:
             text = answer.read().decode()

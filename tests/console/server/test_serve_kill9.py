@@ -20,6 +20,7 @@ import pytest
 
 from tests.console.providers.helpers import IMAGE, raw_ec2, tags_of
 from tests.fakes.ec2_faults import Ec2FaultProxy
+from tidectl.console.audit import read, verify
 from tidectl.console.lifecycle.failpoints import ENV
 from tidectl.console.lifecycle.states import State
 from tidectl.console.lifecycle.store import Store
@@ -129,3 +130,10 @@ def test_a_service_killed_mid_burst_accounts_for_every_instance_after_a_restart(
         assert sorted(owners) == sorted(i["InstanceId"] for i in launched)  # none lost, none twice
         assert len(instances(ec2)) == 4  # nothing launched again
         assert all(n.kind.value == "cloud" for n in nodes)
+    # The audit log verifies after the kill: the burst's decision is there (written before
+    # the launch), its outcome never came (the process died), and nothing is torn or broken.
+    log = folder / "lab.sqlite3.audit.jsonl"
+    checked = verify(log)
+    assert checked.ok, checked.why
+    burst = [r for r in read(log) if r.action == "burst"]
+    assert [(r.decision, r.outcome) for r in burst] == [("allowed", "started")]
