@@ -356,6 +356,7 @@ class ControlPlane:
         ]
         if not live:
             sentence = f"none of {len(names)} node(s) is a live cloud node: nothing to end"
+            await self._outcome(rid, f"done: {sentence}")
             return ActionResult(IntentAction.TERMINATE, "", (), sentence=sentence)
         return await self._act(
             rid,

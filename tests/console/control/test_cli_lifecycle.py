@@ -200,6 +200,9 @@ def test_slurms_programs_work_without_a_service_against_aws(
     assert len(ending) == 1
     status, out, err = run(capsys, "slurm", "suspend", "cloud9", "-c", str(config))
     assert status == 0 and "nothing to end" in out
+    *_, decided, ended = read(tmp_path / "lab.sqlite3.audit.jsonl")
+    assert (decided.action, decided.outcome) == ("slurm-powered-down", "started")
+    assert ended.outcome.startswith("done: none of 1 node(s) is a live cloud node")
 
 
 def test_a_burst_its_data_class_may_not_go_to_makes_no_ec2_call(
