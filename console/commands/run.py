@@ -117,12 +117,26 @@ def print_groups(groups: list[Group], out: TextIO) -> None:
             out.write(f"{label}: {text}\n")
 
 
+def _refusal(config: ClusterConfig) -> str | None:
+    """Running commands on nodes takes the operator role ([roles]); None when allowed."""
+    from tidectl.console.control.caller import Caller, Frontend
+    from tidectl.console.control.roles import Roles
+
+    user = Caller.local(Frontend.CLI).user
+    access = Roles(config.roles, config.path).check(user, "run")
+    return None if access.allowed else access.sentence
+
+
 def main(args: argparse.Namespace) -> int:
     command_words = list(args.cmd)
     if not command_words:
         raise UsageError("no command given: tidectl run -c cluster.toml NODESET -- CMD")
     command = command_words[0] if len(command_words) == 1 else shlex.join(command_words)
     config = load_config(args.config)
+    refusal = _refusal(config)
+    if refusal is not None:
+        sys.stderr.write(f"tidectl run: {refusal}\n")
+        return 1
     specs = select_nodes(config, args.nodeset)
     results = asyncio.run(run_command(config, specs, command, args.timeout))
     from tidectl.console.fanout import group

@@ -33,6 +33,7 @@ ACTION_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "drain": Role.OPERATOR,
         "resume": Role.OPERATOR,
         "cancel": Role.OPERATOR,  # takes back a burst's nodes that never joined
+        "run": Role.OPERATOR,  # tidectl run: a command on nodes over SSH
         "slurm-resume": Role.OPERATOR,  # Slurm's power saving launching CLOUD nodes
         "terminate": Role.ADMIN,
         "slurm-powered-down": Role.ADMIN,  # Slurm's SuspendProgram ends instances

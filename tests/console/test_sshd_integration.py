@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
 import subprocess
 import sys
 import uuid
@@ -62,6 +64,13 @@ def test_run_fans_out_over_real_hosts(sshd_hosts: SshdHosts, tmp_path: Path) -> 
     assert sorted((g["nodes"], g["stdout"]) for g in groups) == [
         (name, f"{name}\n") for name in sshd_hosts.names
     ]
+    # Running commands on nodes takes the operator role: a viewer is refused, nothing runs.
+    me = pwd.getpwuid(os.getuid()).pw_name
+    path = Path(config)
+    path.write_text(path.read_text() + f'[roles]\nviewer = ["{me}"]\n')
+    refused = tidectl("run", "-c", config, "all", "--", "echo ok")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert f"{me} may not run: that needs the operator role" in refused.stderr
 
 
 async def _wait_for(check: Callable[[], bool], timeout: float) -> None:
