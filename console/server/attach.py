@@ -107,7 +107,7 @@ class AttachedPlane:
                 request_id="",
             ) from None
         self._stream_writer = writer
-        answer = await _ask(reader, writer, Request(1, "hello", {"frontend": self.frontend}))
+        await _ask(reader, writer, Request(1, "hello", {"frontend": self.frontend}))
         answer = await _ask(reader, writer, Request(2, "subscribe", self._subscription()))
         self._take_settings(answer)
         self.fleet_mirror.restart()
