@@ -170,6 +170,37 @@ class DrainDialog(ActionDialog[str | None]):
         self.dismiss(reason)
 
 
+class TerminateDialog(ActionDialog[str | None]):
+    """What a terminate ends (its preview: ``lines``, from ``view.actions``) and the reason it
+    needs, typed by the operator; dismisses with the reason."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__()
+        self.lines = list(lines)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="terminate", classes="dialog"):
+            yield Static(f"{self.lines[0]}  (Enter terminates, Esc cancels)", classes="title")
+            yield Static("\n".join(self.lines[1:]))
+            yield Static("Reason (kept in the audit log and in the node's history):")
+            yield Input(placeholder="why it ends", id="reason")
+            yield Static(id="problem", classes="problem")
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    @on(Input.Submitted, "#reason")
+    def _submit(self, event: Input.Submitted) -> None:
+        reason = event.value.strip()
+        if not reason:
+            self.query_one("#problem", Static).update(
+                "Give a reason: a terminate is destructive, and is recorded with it."
+            )
+            self.app.bell()
+            return
+        self.dismiss(reason)
+
+
 class ConfirmDialog(ActionDialog[bool | None]):
     """A question; Enter or y says yes, Esc says no."""
 

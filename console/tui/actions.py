@@ -16,8 +16,8 @@ from tidectl.console.control.errors import ControlError, Refused
 from tidectl.console.tui.action_dialogs import (
     BurstDialog,
     BurstRequest,
-    ConfirmDialog,
     DrainDialog,
+    TerminateDialog,
 )
 from tidectl.console.view.actions import (
     default_drain_reason,
@@ -138,13 +138,12 @@ class LifecycleActions:
             self._refused(refusal or "")
             return
 
-        def chosen(yes: bool | None) -> None:
+        def chosen(reason: str | None) -> None:
             caller = self._caller()
-            if yes and caller is not None:
-                reason = f"terminated by {caller.user} via tidectl console, after its preview"
+            if reason is not None and caller is not None:
                 self._run(plane.terminate(caller, [node], reason=reason), f"terminate of {node}")
 
-        self.app.push_screen(ConfirmDialog(terminate_question(record)), chosen)
+        self.app.push_screen(TerminateDialog(terminate_question(record)), chosen)
 
     # -- carrying out ------------------------------------------------------------------------
 

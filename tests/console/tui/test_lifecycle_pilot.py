@@ -3,7 +3,8 @@ sim cloud's instances over real SSH, the real collector and agent, the sim sched
 
 ``b`` bursts two nodes (the dialog prices them as the count is typed) and they reach active in
 the LIFE column; ``t`` on an active node is refused on the spot; ``d`` on the node that holds a
-job lists it and drains; ``r`` resumes. A config the plane refuses still opens the console;
+job lists it and drains; ``r`` resumes; ``t`` on the other, drained, shows what it ends and
+terminates only with a typed reason. A config the plane refuses still opens the console;
 the demo's opens with its pool, scheduler and store.
 """
 
@@ -30,7 +31,12 @@ from tidectl.console.lifecycle.lock import StoreLock
 from tidectl.console.lifecycle.states import State
 from tidectl.console.scheduler.sim import SimScheduler
 from tidectl.console.scheduler.workload import JobSpec
-from tidectl.console.tui.action_dialogs import BurstDialog, ConfirmDialog, DrainDialog
+from tidectl.console.tui.action_dialogs import (
+    BurstDialog,
+    ConfirmDialog,
+    DrainDialog,
+    TerminateDialog,
+)
 from tidectl.console.tui.app import ConsoleApp, console_app
 from tidectl.console.tui.events_screen import EventsScreen
 from tidectl.console.tui.node_screen import NodeScreen
@@ -166,6 +172,31 @@ async def test_burst_drain_resume_and_a_refused_terminate_through_the_console(
         row = [line for line in screen_text(app).splitlines() if line.lstrip().startswith(job_id)]
         assert row and row[0].split() == f"{job_id} ana llm-pretrain 8 1 h 59 min left".split()
         await pilot.press("escape")
+
+        # The other node: drained (no job), then t shows what it ends and needs a reason.
+        (other,) = [n for n in names if n != node]
+        await _select(pilot, app, other)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, DrainDialog), 5, "the drain dialog")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: _life(app, other) is State.DRAINED, 15, f"{other} drained")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TerminateDialog), 5, "the dialog")
+        assert f"Terminate {other} (instance " in screen_text(app)
+        await pilot.press("enter")  # no reason: refused by the dialog, which stays
+        await wait_for(pilot, lambda: "Give a reason" in screen_text(app), 5, "the refusal")
+        assert isinstance(app.screen, TerminateDialog)
+        for key in "no longer needed":
+            await pilot.press("space" if key == " " else key)
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: _life(app, other) in (State.TERMINATING, State.TERMINATED, None),
+            15,
+            f"{other} terminating",
+        )
+        ended = [t for t in plane.store.history(other) if t.after is State.TERMINATING]
+        assert len(ended) == 1 and ended[0].reason.endswith(": no longer needed")
 
         # The events view has the moves, with why and who.
         await pilot.press("e")
