@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.lifecycle.records import NodeRecord
-from tidectl.console.lifecycle.states import Transition
 from tidectl.console.scheduler.base import SchedulerSnapshot
+from tidectl.console.view.life import LifeSource
 
 __all__ = ["HISTORY", "LifeDelta", "LifeReads"]
 
@@ -29,26 +29,12 @@ HISTORY = 500
 _MOVES_PER_MESSAGE = 2000
 
 
-class LifeReads(Protocol):
-    """The ControlPlane's reads a delta needs."""
-
-    @property
-    def reports(self) -> list[str]: ...
-
-    @property
-    def reported(self) -> int: ...
-
-    def nodes(self, pool: str | None = None, *, live_only: bool = False) -> list[NodeRecord]: ...
-
-    def transitions(self, after_id: int = 0, limit: int = 500) -> list[tuple[int, Transition]]: ...
+class LifeReads(LifeSource, Protocol):
+    """The ControlPlane's reads a delta needs: what a console's view reads, and two more."""
 
     def last_transition_id(self) -> int: ...
 
-    def burn_rate(self, pool: str | None = None) -> float: ...
-
     def pools(self) -> tuple[PoolSpec, ...]: ...
-
-    def scheduler_snapshot(self) -> SchedulerSnapshot | None: ...
 
 
 class LifeDelta:

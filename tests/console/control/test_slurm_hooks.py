@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.lifecycle.world import CLUSTER, POOL, S, World
+from tests.console.linkers import Bookkeeping
 from tests.console.roles import TEST_ROLES
 from tidectl.console.config.loader import parse_config
 from tidectl.console.control.caller import Caller, Frontend
@@ -235,27 +236,14 @@ async def test_a_cloud_node_joins_only_once_slurm_shows_it_taking_jobs(
     await active(plane, ["cloud1"])
 
 
-class RecordingLinker:
+class RecordingLinker(Bookkeeping):
     """Links nothing (no agent here); records what the engine runs on each node, and fails
     the next ``fail_next`` commands as a node whose command exits 1 would."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, str] = {}
+        super().__init__()
         self.ran: list[tuple[str, str]] = []
         self.fail_next = 0
-
-    def link(self, node: str, pool: str, instance_id: str) -> str | None:
-        self.nodes[node] = instance_id
-        return None
-
-    async def unlink(self, node: str) -> None:
-        self.nodes.pop(node, None)
-
-    def linked(self, node: str) -> bool:
-        return node in self.nodes
-
-    def linked_names(self) -> list[str]:
-        return list(self.nodes)
 
     async def run(self, node: str, command: str, timeout_s: float) -> str | None:
         self.ran.append((node, command))

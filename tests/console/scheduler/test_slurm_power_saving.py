@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.lifecycle.world import CLUSTER, POOL
+from tests.console.linkers import Bookkeeping
 from tests.console.roles import TEST_ROLES
 from tests.harness.slurm import PowerSaving, SlurmCluster, unavailable_reason
 from tidectl.console.config.loader import load_config
@@ -101,27 +102,14 @@ def slurm(folder: Path) -> Iterator[SlurmCluster]:
         yield cluster
 
 
-class RunsHere:
+class RunsHere(Bookkeeping):
     """The engine's linker for instances that are not machines: a command "on the node" runs
     on this machine (where the sim instance's slurmd lives), with the cluster's environment.
     There is no agent to link: nodes are admitted by the test's health gate."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        super().__init__()
         self.env = {**os.environ, **env}
-        self.nodes: dict[str, str] = {}
-
-    def link(self, node: str, pool: str, instance_id: str) -> str | None:
-        self.nodes[node] = instance_id
-        return None
-
-    async def unlink(self, node: str) -> None:
-        self.nodes.pop(node, None)
-
-    def linked(self, node: str) -> bool:
-        return node in self.nodes
-
-    def linked_names(self) -> list[str]:
-        return list(self.nodes)
 
     async def run(self, node: str, command: str, timeout_s: float) -> str | None:
         process = await asyncio.create_subprocess_exec(
