@@ -4,6 +4,8 @@ command is sent, and a server that would allow agent and X11 forwarding sees nei
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +49,30 @@ class _Recording(asyncssh.SSHServer):
         return False  # no authentication: the test is about what the client asks after
 
 
-async def test_the_client_asks_for_no_agent_x11_or_port_forwarding(tmp_path: Path) -> None:
-    """A server that would grant agent and X11 forwarding: the command's session has
+async def test_the_client_asks_for_no_agent_x11_or_port_forwarding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that would grant agent and X11 forwarding, and a client side with an agent
+    running and a display set (what forwarding would pass on): the command's session has
     neither, and no port forwarding was requested on the connection."""
+    agent_socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(agent_socket)], stdout=subprocess.DEVNULL
+    )
+    for _ in range(100):
+        if agent_socket.exists():
+            break
+        await asyncio.sleep(0.02)
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(agent_socket))
+    monkeypatch.setenv("DISPLAY", "localhost:10.0")
+    try:
+        await _ask_and_see(tmp_path)
+    finally:
+        agent.terminate()  # our own child, by its PID
+        agent.wait(10)
+
+
+async def _ask_and_see(tmp_path: Path) -> None:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     seen: list[tuple[str | None, str | None]] = []
 
