@@ -72,6 +72,13 @@ class BootstrapSettings:
     #: its Slurm CLOUD NodeName. With Slurm power saving, once Slurm is powering the node up.
     #: Must be safe to run twice (a restarted control plane runs it again). None: nothing.
     join_command: str | None = None
+    #: The port the pool's images run sshd on.
+    ssh_port: int = 22
+    #: The private key the pool's images accept. None: ``[ssh] identity_file``.
+    identity_file: Path | None = None
+    #: A site SSH certificate authority's public key: a host certificate it signed proves a
+    #: node's identity, as the host keys its console prints do (either one suffices).
+    host_ca: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Final
+
+import asyncssh
 
 from tidectl.console.config.errors import on_line
 from tidectl.console.config.model import BootstrapSettings, PoolSpec, SchedulerSettings
+from tidectl.console.config.readers import existing_file, login_name
 from tidectl.console.config.table import Table
 from tidectl.console.nodesets import NodeSetError, expand
 from tidectl.console.scheduler.base import SchedulerError, check_node_name
@@ -219,11 +223,44 @@ def _strings(table: Table, key: str, default: str | None) -> list[str] | None:
 def _read_bootstrap(table: Table | None) -> BootstrapSettings:
     if table is None:
         return BootstrapSettings()
+    port = table.integer("ssh_port", 22, 1, 65535)
+    identity_text = table.string("identity_file", None, example='identity_file = "keys/cloud"')
+    ca_text = table.string("host_ca", None, example='host_ca = "/etc/ssh/host_ca.pub"')
     settings = BootstrapSettings(
-        user=table.string("user", None, example='user = "ubuntu"'),
+        user=login_name(table, "user", required=False),
         boot_timeout_s=table.number("boot_timeout_s", 900.0, above=0.0),
         join_timeout_s=table.number("join_timeout_s", 300.0, above=0.0),
         join_command=_join_command(table),
+        ssh_port=port if port is not None else 22,
+        identity_file=None
+        if identity_text is None
+        else existing_file(
+            table,
+            "identity_file",
+            identity_text,
+            "point it at the private key the pool's image accepts, or remove it to use "
+            "[ssh] identity_file",
+        ),
+        host_ca=None if ca_text is None else _host_ca(table, ca_text),
     )
     table.finish()
     return settings
+
+
+def _host_ca(table: Table, text: str) -> Path:
+    """The CA's public key file, which must hold one key (checked now, not at first burst)."""
+    path = existing_file(
+        table,
+        "host_ca",
+        text,
+        "point it at the public key of the CA that signs the pool's host certificates "
+        "(the .pub that ssh-keygen -s was given the private half of)",
+    )
+    try:
+        asyncssh.read_public_key(str(path))
+    except (OSError, ValueError, asyncssh.KeyImportError) as error:
+        raise table.error(
+            "host_ca",
+            f"host_ca {path} is not an SSH public key ({error}); point it at the CA's .pub",
+        ) from None
+    return path

@@ -75,7 +75,7 @@ def read_ssh(table: Table) -> SshSettings:
         )
     if jump_host is not None:
         _check_jump_host(table, jump_host)
-    known_hosts = _existing_file(
+    known_hosts = existing_file(
         table,
         "known_hosts",
         known_hosts_text,
@@ -85,7 +85,7 @@ def read_ssh(table: Table) -> SshSettings:
     )
     identity_file = None
     if identity_text is not None:
-        identity_file = _existing_file(
+        identity_file = existing_file(
             table,
             "identity_file",
             identity_text,
@@ -151,7 +151,7 @@ def resolve_path(table: Table, key: str, text: str) -> Path:
     return path if path.is_absolute() else table.file.folder / path
 
 
-def _existing_file(table: Table, key: str, text: str, how_to_fix: str) -> Path:
+def existing_file(table: Table, key: str, text: str, how_to_fix: str) -> Path:
     """``text`` as a path (see :func:`resolve_path`) that must exist."""
     path = resolve_path(table, key, text)
     try:

@@ -112,7 +112,9 @@ async def assemble(
         bootstrapper: Bootstrapper | None = None
         if collect:
             collector = Collector(watched, fleet)
-            bootstrapper = Bootstrapper(collector, _by_name(config.pools), providers)
+            bootstrapper = Bootstrapper(
+                collector, _by_name(config.pools), providers, ssh_user=config.ssh.user
+            )
 
             async def collecting() -> None:
                 await collector.start()

@@ -6,27 +6,51 @@ the node becomes a ``NodeSpec`` that carries that key (and the client key the no
 and the collector connects, verifies the key, deploys the agent and streams it like any other
 node's. ``health`` is the engine's admission gate over what the agent says.
 
-A provider that cannot hand over a host key gets its nodes refused, with a sentence: a key
-trusted on first use could be anyone's, and tidectl never trusts one.
+Where the host key comes from depends on the provider: the sim cloud hands it over with the
+address (``HandsOverHostKeys``); EC2 shows the instance's console, where cloud-init prints
+the keys (``PrintsConsoleOutput``, checked by ``transport/printed_keys.py``), and a pool may
+name a site CA whose host certificates vouch instead. A provider that offers neither gets
+its nodes refused, with a sentence: a key trusted on first use could be anyone's, and tidectl
+never trusts one. Until something vouches, linking is refused and asked again each pass; the
+pool's ``boot_timeout_s`` ends the wait (the engine terminates the instance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
+from typing import Final
+
+import asyncssh
 
 from tidectl.console.collector import Collector
 from tidectl.console.config.model import NodeSpec, PoolSpec
 from tidectl.console.fleet import DuplicateNodeError
 from tidectl.console.lifecycle.admission import Admission, admit
-from tidectl.console.providers.base import HandsOverHostKeys, Provider
+from tidectl.console.providers.base import (
+    HandsOverHostKeys,
+    PrintsConsoleOutput,
+    Provider,
+    ProviderError,
+)
+from tidectl.console.transport.printed_keys import (
+    HostKeysNotYet,
+    HostKeysRefused,
+    parse_console,
+    trusted_lines,
+)
 
 __all__ = ["INSTANCE_LABEL", "POOL_LABEL", "Bootstrapper"]
 
 #: The labels every cloud node carries: its pool (the console groups by it) and its instance.
 POOL_LABEL = "pool"
 INSTANCE_LABEL = "instance"
+#: How often an instance's console is read while nothing on it vouches for a key yet: EC2
+#: refreshes console output every few minutes, and each read is an API call.
+CONSOLE_POLL_S: Final = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +72,24 @@ class Bootstrapper:
         pools: Mapping[str, PoolSpec],
         providers: Mapping[str, Provider],
         *,
+        ssh_user: str = "root",
         base_labels: Mapping[str, str] = MappingProxyType({}),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``ssh_user``: the login of a pool's nodes whose ``bootstrap.user`` is not set (the
+        cluster's ``[ssh] user``)."""
         self._collector = collector
         self._pools = pools
         self._providers = providers
+        self._ssh_user = ssh_user
         self._base_labels = dict(base_labels)
+        self._clock = clock
         self._linked: dict[str, _Linked] = {}
+        #: Node → (when its console may be read again, why it was not linked last time).
+        self._console_waits: dict[str, tuple[float, str]] = {}
+        self._host_cas: dict[Path, asyncssh.SSHKey] = {}
 
-    def link(self, node: str, pool: str, instance_id: str) -> str | None:
+    async def link(self, node: str, pool: str, instance_id: str) -> str | None:
         """Start watching ``node`` (instance ``instance_id`` of ``pool``): the collector
         connects to it, verifies its handed-over host key and streams its agent.
 
@@ -70,7 +103,7 @@ class Bootstrapper:
                 f"cloud node {node} is already linked to instance {known.instance_id}, not "
                 f"{instance_id}; unlink it first"
             )
-        spec = self._spec(node, pool, instance_id)
+        spec = await self._spec(node, pool, instance_id)
         if isinstance(spec, str):
             return spec
         try:
@@ -87,6 +120,7 @@ class Bootstrapper:
     async def unlink(self, node: str) -> None:
         """Stop watching ``node``: its link stops, its SSH connection is closed and it leaves
         the fleet before this returns. A node not linked here is left alone."""
+        self._console_waits.pop(node, None)
         if self._linked.pop(node, None) is None:
             return
         await self._collector.remove_node(node)
@@ -127,7 +161,7 @@ class Bootstrapper:
         """The engine's admission gate: True admit, False refused, None not heard from yet."""
         return self.admission(node).verdict
 
-    def _spec(self, node: str, pool_name: str, instance_id: str) -> NodeSpec | str:
+    async def _spec(self, node: str, pool_name: str, instance_id: str) -> NodeSpec | str:
         """The node's spec from what its provider hands over, or a sentence why not."""
         pool = self._pools.get(pool_name)
         if pool is None:
@@ -142,12 +176,25 @@ class Bootstrapper:
                 f"cloud node {node}: pool {pool_name} has no provider set up, so nothing "
                 "can say how to reach its instance; check the pool's configuration"
             )
-        if not isinstance(provider, HandsOverHostKeys):
-            return (
-                f"cloud node {node}: its provider ({pool.provider}) does not hand over a "
-                "host key, and tidectl never trusts an unverified one; verified host keys "
-                "for it come with the [security] work. Terminate the instance, or wait"
-            )
+        labels = {**self._base_labels, POOL_LABEL: pool.name, INSTANCE_LABEL: instance_id}
+        if isinstance(provider, HandsOverHostKeys):
+            return self._handed_over(node, pool, provider, instance_id, labels)
+        if isinstance(provider, PrintsConsoleOutput):
+            return await self._vouched(node, pool, provider, instance_id, labels)
+        return (
+            f"cloud node {node}: its provider ({pool.provider}) neither hands over a host key "
+            "nor shows the instance's console, and tidectl never trusts an unverified one; "
+            "terminate the instance"
+        )
+
+    def _handed_over(
+        self,
+        node: str,
+        pool: PoolSpec,
+        provider: HandsOverHostKeys,
+        instance_id: str,
+        labels: dict[str, str],
+    ) -> NodeSpec | str:
         endpoint = provider.endpoint(instance_id)
         if endpoint is None:
             return (
@@ -160,7 +207,6 @@ class Bootstrapper:
                 f"key for instance {instance_id}, and tidectl never trusts an unverified one; "
                 "terminate the instance"
             )
-        labels = {**self._base_labels, POOL_LABEL: pool.name, INSTANCE_LABEL: instance_id}
         return NodeSpec(
             name=node,
             address=endpoint.address,
@@ -171,3 +217,82 @@ class Bootstrapper:
             known_hosts=endpoint.known_hosts_line,
             identity_file=endpoint.client_key,
         )
+
+    async def _vouched(
+        self,
+        node: str,
+        pool: PoolSpec,
+        provider: PrintsConsoleOutput,
+        instance_id: str,
+        labels: dict[str, str],
+    ) -> NodeSpec | str:
+        """The spec of a node whose key its console (or the site's CA) vouches for; while
+        nothing does, the last sentence why, reading the console at most every
+        :data:`CONSOLE_POLL_S`."""
+        now = self._clock()
+        waiting = self._console_waits.get(node)
+        if waiting is not None and now < waiting[0]:
+            return waiting[1]
+        found = await self._known_hosts(node, pool, provider, instance_id)
+        if isinstance(found, str):
+            self._console_waits[node] = (now + CONSOLE_POLL_S, found)
+            return found
+        self._console_waits.pop(node, None)
+        address, known_hosts = found
+        return NodeSpec(
+            name=node,
+            address=address,
+            port=pool.bootstrap.ssh_port,
+            site=pool.site,
+            user=pool.bootstrap.user or self._ssh_user,
+            labels=labels,
+            known_hosts=known_hosts,
+            identity_file=pool.bootstrap.identity_file,
+        )
+
+    async def _known_hosts(
+        self, node: str, pool: PoolSpec, provider: PrintsConsoleOutput, instance_id: str
+    ) -> tuple[str, str] | str:
+        """The instance's address and the known_hosts text that vouches for it, or why not."""
+        host_ca = self._host_ca(pool)
+        if isinstance(host_ca, str):
+            return f"cloud node {node}: {host_ca}"
+        try:
+            console = await provider.console_output(instance_id)
+        except ProviderError as error:
+            return f"cloud node {node}: its console could not be read ({error}); will try again"
+        if console is None or console.address is None:
+            return (
+                f"cloud node {node}: instance {instance_id} is not running (or has no address "
+                "yet); wait for it to run"
+            )
+        try:
+            text = await trusted_lines(
+                instance_id,
+                console.address,
+                pool.bootstrap.ssh_port,
+                parse_console(console.text),
+                host_ca=host_ca,
+            )
+        except HostKeysNotYet as why:
+            return f"cloud node {node}: {why}; will look again, until boot_timeout_s"
+        except HostKeysRefused as why:
+            return f"cloud node {node}: refused: {why}"
+        return console.address, text
+
+    def _host_ca(self, pool: PoolSpec) -> asyncssh.SSHKey | str | None:
+        """The pool's site CA key (read once per path), None without one, or why not."""
+        path = pool.bootstrap.host_ca
+        if path is None:
+            return None
+        key = self._host_cas.get(path)
+        if key is None:
+            try:
+                key = asyncssh.read_public_key(str(path))
+            except (OSError, ValueError, asyncssh.KeyImportError) as error:
+                return (
+                    f"pool {pool.name}'s bootstrap.host_ca {path} cannot be read ({error}), so "
+                    "no host certificate can be checked; restore the file"
+                )
+            self._host_cas[path] = key
+        return key

@@ -103,7 +103,7 @@ LINKED = frozenset(
 class Linker(Protocol):
     """What brings a cloud node's agent into the console (see ``bootstrap.Bootstrapper``)."""
 
-    def link(self, node: str, pool: str, instance_id: str) -> str | None:
+    async def link(self, node: str, pool: str, instance_id: str) -> str | None:
         """Start watching the node; None once linked, else a sentence why not."""
         ...
 
@@ -525,7 +525,7 @@ class Engine:
             if self._linker.linked(name):
                 continue
             assert record.instance_id is not None
-            refusal = self._linker.link(name, record.pool or "", record.instance_id)
+            refusal = await self._linker.link(name, record.pool or "", record.instance_id)
             if refusal is not None and self.link_refusals.get(name) != refusal:
                 reports.append(Report(name, refusal))
             if refusal is not None:

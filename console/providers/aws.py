@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from tidectl.console.providers.aws_errors import CallContext, classify, error_code
 from tidectl.console.providers.aws_prices import PriceTable
 from tidectl.console.providers.base import (
+    ConsoleOutput,
     Instance,
     InstanceState,
     InvalidRequestError,
@@ -148,6 +149,28 @@ class AwsProvider:
 
     async def price_per_hour(self, instance_type: str, *, spot: bool) -> float | None:
         return self._prices.per_hour(instance_type, spot=spot)
+
+    # -- what proves an instance's identity --------------------------------------------------
+
+    async def console_output(self, instance_id: str) -> ConsoleOutput | None:
+        """The running instance's private address and console output (cloud-init prints its
+        host keys there); None when it is not running or EC2 does not know it."""
+
+        def run(_launch_client: Any, client: Any) -> ConsoleOutput | None:
+            try:
+                answer = client.describe_instances(InstanceIds=[instance_id])
+            except Exception as exc:
+                if error_code(exc) == "InvalidInstanceID.NotFound":
+                    return None
+                raise
+            raw = next(_instances_in([answer]), None)
+            if raw is None or raw["State"]["Name"] != InstanceState.RUNNING:
+                return None
+            # botocore decodes the base64 EC2 sends; absent until the console has output.
+            shown = client.get_console_output(InstanceId=instance_id).get("Output") or ""
+            return ConsoleOutput(instance_id, raw.get("PrivateIpAddress") or None, shown)
+
+        return await self._call(CallContext("GetConsoleOutput", self.region), run)
 
     # -- plumbing --------------------------------------------------------------------------
 

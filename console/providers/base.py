@@ -27,12 +27,14 @@ __all__ = [
     "POOL_TAG",
     "AuthError",
     "CapacityError",
+    "ConsoleOutput",
     "Endpoint",
     "HandsOverHostKeys",
     "Instance",
     "InstanceState",
     "InvalidRequestError",
     "LaunchRequest",
+    "PrintsConsoleOutput",
     "Provider",
     "ProviderError",
     "QuotaError",
@@ -289,4 +291,24 @@ class HandsOverHostKeys(Protocol):
 
     def endpoint(self, instance_id: str) -> Endpoint | None:
         """The instance's address, login and host key; None unless it is running."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleOutput:
+    """A running instance's address and what it has printed to its serial console so far."""
+
+    instance_id: str
+    address: str | None  # the private address; None before the network is attached
+    text: str  # decoded; "" while the cloud has none to show yet
+
+
+@runtime_checkable
+class PrintsConsoleOutput(Protocol):
+    """A provider that shows each instance's console (EC2 ``GetConsoleOutput``), where
+    cloud-init prints the host keys that prove the instance is it
+    (``transport/printed_keys.py``)."""
+
+    async def console_output(self, instance_id: str) -> ConsoleOutput | None:
+        """The instance's address and console; None unless it is running."""
         ...

@@ -9,7 +9,7 @@ class Bookkeeping:
     def __init__(self) -> None:
         self.nodes: dict[str, str] = {}  # node -> instance id
 
-    def link(self, node: str, pool: str, instance_id: str) -> str | None:
+    async def link(self, node: str, pool: str, instance_id: str) -> str | None:
         self.nodes[node] = instance_id
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from tests.console.test_config import HEAD, folder, load, refuse
@@ -107,6 +108,11 @@ def test_every_optional_value(folder: Path) -> None:
         (AWS + 'slurm_nodes = "cloud[1-"\n', 17, ["is not a node set"]),
         (AWS + '[pools.bootstrap]\njoin_command = "start {host}"\n', 18, ["other than {node}"]),
         (AWS + '[pools.bootstrap]\njoin_command = "  "\n', 18, ["join_command is empty"]),
+        (AWS + "[pools.bootstrap]\nssh_port = 0\n", 18, ["between 1 and 65535"]),
+        (AWS + '[pools.bootstrap]\nuser = "a b"\n', 18, ["is not a login name"]),
+        (AWS + '[pools.bootstrap]\nhost_ca = "no-ca.pub"\n', 18, ["no-ca.pub does not exist"]),
+        (AWS + '[pools.bootstrap]\nhost_ca = "keys/id_ed25519"\n', 18, ["is not an SSH public key"]),
+        (AWS + '[pools.bootstrap]\nidentity_file = "nokey"\n', 18, ["nokey does not exist"]),
         (AWS + 'slurm_nodes = "cloud 1"\n', 17, ["'cloud 1' is not a node name"]),
         (
             AWS
@@ -125,6 +131,19 @@ def test_bad_pools_are_refused_with_line_and_sentence(
     assert error.line == line, str(error)
     for word in words:
         assert word in str(error)
+
+
+def test_the_bootstrap_port_key_and_host_ca_load_relative_to_the_file(folder: Path) -> None:
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    ca.write_public_key(str(folder / "host_ca.pub"))
+    ca.write_private_key(str(folder / "cloud_key"))
+    text = AWS + (
+        '[pools.bootstrap]\nssh_port = 2222\nidentity_file = "cloud_key"\nhost_ca = "host_ca.pub"\n'
+    )
+    bootstrap = load(folder, HEAD + NODES + text).pools[0].bootstrap
+    assert (bootstrap.ssh_port, bootstrap.user) == (2222, None)
+    assert bootstrap.identity_file == folder / "cloud_key"
+    assert bootstrap.host_ca == folder / "host_ca.pub"
 
 
 def test_slurm_nodes_expand_and_set_max_nodes_unless_it_is_given(folder: Path) -> None:

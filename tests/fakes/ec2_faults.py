@@ -12,13 +12,17 @@ HTTP and botocore's real parsing and retries, and adds what moto lacks:
 * spot interruption: the instance is terminated in moto and then reported with EC2's
   ``Server.SpotInstanceTermination`` state reason;
 * EC2's ClientToken idempotency: the same token with the same request returns the first
-  answer; with a different request, ``IdempotentParameterMismatch``.
+  answer; with a different request, ``IdempotentParameterMismatch``;
+* an instance's console (moto's is a fixed kernel log without host keys) and its address
+  (moto's private addresses are not on this machine: a test puts the instance on a loopback
+  address where its SSH server listens).
 
 Every request is recorded (action and parameters), so a test can count what botocore sent.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import re
@@ -84,6 +88,8 @@ class Ec2FaultProxy:
             self._interrupted: set[str] = set()
             self._tokens: dict[str, tuple[Params, bytes]] = {}
             self._seen: list[Seen] = []
+            self._consoles: dict[str, str] = {}
+            self._addresses: dict[str, str] = {}
 
     def fail(
         self,
@@ -155,6 +161,16 @@ class Ec2FaultProxy:
         with self._lock:
             self._interrupted.add(instance_id)
 
+    def show_console(self, instance_id: str, text: str) -> None:
+        """GetConsoleOutput of ``instance_id`` answers ``text`` (base64, as EC2 sends it)."""
+        with self._lock:
+            self._consoles[instance_id] = text
+
+    def place(self, instance_id: str, address: str) -> None:
+        """DescribeInstances reports ``address`` as the instance's private address."""
+        with self._lock:
+            self._addresses[instance_id] = address
+
     def requests(self, action: str | None = None) -> list[Seen]:
         with self._lock:
             return [seen for seen in self._seen if action is None or seen.action == action]
@@ -217,6 +233,11 @@ class Ec2FaultProxy:
             return failure.status, {"Content-Type": "text/xml"}, _error_xml(failure)
         if action == "RunInstances":
             return self._run_instances(params, body, headers)
+        if action == "GetConsoleOutput":
+            with self._lock:
+                console = self._consoles.get(params.get("InstanceId", ""))
+            if console is not None:
+                return 200, {"Content-Type": "text/xml"}, _console_xml(params, console)
         status, answer_headers, answer = self._forward(body, headers)
         if action == "DescribeInstances" and status == 200:
             answer = self._rewrite_instances(answer)
@@ -274,6 +295,8 @@ class Ec2FaultProxy:
             for item in root.iter(f"{ns}instancesSet"):
                 for instance in item.findall(f"{ns}item"):
                     instance_id = instance.findtext(f"{ns}instanceId", "")
+                    if instance_id in self._addresses:
+                        _set(instance, ns, "privateIpAddress", self._addresses[instance_id])
                     state = instance.find(f"{ns}instanceState")
                     started = launched.get(instance_id)
                     if (
@@ -334,6 +357,19 @@ def _region_of(headers: dict[str, str]) -> str:
     auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
     found = _REGION_IN_AUTH.search(auth)
     return found.group(1) if found else "us-east-1"
+
+
+def _console_xml(params: Params, console: str) -> bytes:
+    """EC2's GetConsoleOutput answer: the output base64-encoded (botocore decodes it)."""
+    output = base64.b64encode(console.encode()).decode()
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        f"<requestId>{uuid.uuid4()}</requestId>"
+        f"<instanceId>{escape(params.get('InstanceId', ''))}</instanceId>"
+        "<timestamp>2026-01-01T00:00:00.000Z</timestamp>"
+        f"<output>{output}</output></GetConsoleOutputResponse>"
+    ).encode()
 
 
 def _error_xml(failure: _Failure) -> bytes:

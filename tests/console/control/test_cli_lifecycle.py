@@ -96,7 +96,8 @@ def test_a_wait_on_aws_nodes_says_why_they_cannot_be_admitted_and_terminate_ends
     status, out, _ = run(capsys, *argv)
     assert status == 1, out
     assert "gave up after" in out and "0 of 2 node(s) active" in out
-    assert "does not hand over a host key" in out  # refused, never trusted blindly
+    # moto's console shows no host keys: refused, never trusted blindly.
+    assert "has not shown its SSH host keys on its console yet" in out
     _, listed = run_json(capsys, "nodes", "-c", str(config))
     names = [n["name"] for n in listed["nodes"]]
     assert {n["state"] for n in listed["nodes"]} == {"bootstrapping"}
