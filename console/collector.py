@@ -126,6 +126,13 @@ class Collector:
             raise_fd_limit(len(self.links) * 2 + 256)
             self._start_link(spec.name)
 
+    def retry(self, name: str) -> None:
+        """Have ``name``'s link try again now rather than after its backoff (a node's host
+        key was just added to known_hosts). A name not watched is ignored."""
+        link = self.links.get(name)
+        if link is not None:
+            link.retry_now()
+
     async def remove_node(self, name: str) -> None:
         """Stop watching a node (a cloud node leaving): its link is stopped and its
         connection closed before this returns, then it leaves the fleet.

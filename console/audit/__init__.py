@@ -8,6 +8,8 @@ reads it.
 
 from tidectl.console.audit.errors import AuditUnavailable
 from tidectl.console.audit.log import AuditLog, default_path
+from tidectl.console.audit.query import AuditQuery, parse_since
+from tidectl.console.audit.reader import AuditPage, AuditReader
 from tidectl.console.audit.record import GENESIS, AuditRecord, TornFragment
 from tidectl.console.audit.redact import REDACTED, redact
 from tidectl.console.audit.verify import Verification, read, verify
@@ -16,11 +18,15 @@ __all__ = [
     "GENESIS",
     "REDACTED",
     "AuditLog",
+    "AuditPage",
+    "AuditQuery",
+    "AuditReader",
     "AuditRecord",
     "AuditUnavailable",
     "TornFragment",
     "Verification",
     "default_path",
+    "parse_since",
     "read",
     "redact",
     "verify",

@@ -16,20 +16,17 @@ The log is PATH, or with ``-c`` the cluster's: ``[audit] path`` when set, else b
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tidectl.console.audit import AuditRecord, AuditUnavailable, read, verify
+from tidectl.console.audit import AuditQuery, AuditRecord, AuditUnavailable, read, verify
+from tidectl.console.audit.query import newest, parse_since
 from tidectl.console.audit.record import canonical
 from tidectl.console.commands.run import UsageError
 
 __all__ = ["add_parser", "log_path", "main", "since"]
 
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _COLUMNS = ("TIME", "ACTOR", "FRONTEND", "ACTION", "TARGETS", "DECISION", "OUTCOME")
 
 
@@ -100,17 +97,10 @@ def log_path(path: Path | None, config_file: str | None) -> Path:
 def since(value: str, now: datetime) -> datetime:
     """``--since``: an ISO-8601 time (UTC unless it says otherwise) or a duration before
     ``now`` (``90s``, ``15m``, ``2h``, ``7d``, ``1w``)."""
-    duration = _DURATION.fullmatch(value.strip())
-    if duration is not None:
-        return now - timedelta(seconds=int(duration[1]) * _UNIT_S[duration[2]])
     try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise UsageError(
-            f"--since {value!r}: give a time (2025-11-29T05:00Z, 2025-11-29) or a duration "
-            "back from now (90s, 15m, 2h, 7d, 1w)"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+        return parse_since(value, now)
+    except ValueError as error:
+        raise UsageError(f"--since {value!r}: {error}") from None
 
 
 def _verify(path: Path) -> int:
@@ -138,19 +128,14 @@ def _verify(path: Path) -> int:
 
 def _show(path: Path, args: argparse.Namespace) -> int:
     start = since(args.since, datetime.now(UTC)) if args.since else None
-    chosen = [
-        record
-        for record in read(path)
-        if (args.actor is None or record.actor == args.actor)
-        and (args.action is None or record.action == args.action)
-        and (start is None or record.when >= start)
-    ]
+    query = AuditQuery(since=start, actor=args.actor, action=args.action)
+    chosen, _ = newest(read(path), query)
     if args.json:
         for record in chosen:
             _say(canonical(record.fields()).decode("utf-8"))
         return 0
     if not chosen:
-        _say(f"{path}: no records" + (" match" if args.since or args.actor or args.action else ""))
+        _say(f"{path}: no records" + (" match" if query.narrows else ""))
         return 0
     rows = [_COLUMNS, *(_row(record) for record in chosen)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
@@ -161,26 +146,18 @@ def _show(path: Path, args: argparse.Namespace) -> int:
 
 
 def _row(record: AuditRecord) -> tuple[str, ...]:
+    # The console's audit view shows the same cells (imported here: it brings Rich).
+    from tidectl.console.view.audit import targets_text, when_text
+
     return (
-        record.at[:19] + "Z",
+        when_text(record),
         record.actor,
         record.frontend,
         record.action,
-        _targets(record.targets) or "-",
+        targets_text(record.targets) or "-",
         record.decision,
         record.outcome,
     )
-
-
-def _targets(names: Iterable[str]) -> str:
-    """Node names folded (``gpu[001-004]``); pool names, or names that do not fold, listed."""
-    from tidectl.console.nodesets import NodeSetError, fold
-
-    listed = list(names)
-    try:
-        return fold(listed)
-    except NodeSetError:
-        return ",".join(listed)
 
 
 def _verifying(count: int) -> str:

@@ -25,6 +25,7 @@ from tidectl.console.audit import AuditLog, AuditUnavailable
 from tidectl.console.audit import default_path as default_audit_path
 from tidectl.console.collector import Collector
 from tidectl.console.config.model import ClusterConfig, PoolSpec
+from tidectl.console.control.host_keys import HostKeyTrust
 from tidectl.console.control.plane import RECONCILE_INTERVAL_S, ControlPlane
 from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.bootstrap import Bootstrapper
@@ -110,8 +111,11 @@ async def assemble(
             fleet = Fleet(watched.nodes, config.health)
         background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         bootstrapper: Bootstrapper | None = None
+        host_keys = HostKeyTrust(config)
         if collect:
             collector = Collector(watched, fleet)
+            # Its connector (the jump host, if any); a trusted node's link retries at once.
+            host_keys = HostKeyTrust(config, collector.connector, trusted=collector.retry)
             bootstrapper = Bootstrapper(
                 collector, _by_name(config.pools), providers, ssh_user=config.ssh.user
             )
@@ -152,6 +156,7 @@ async def assemble(
         closers=closers,
         interval_s=interval_s,
         audit=audit,
+        host_keys=host_keys,
     )
 
 

@@ -21,12 +21,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self, TypeVar
 
-from tidectl.console.audit import AuditLog, AuditUnavailable
+from tidectl.console.audit import AuditLog, AuditPage, AuditQuery, AuditReader, AuditUnavailable
 from tidectl.console.config.model import ClusterConfig, PoolSpec
-from tidectl.console.control.caller import Caller, new_request_id
+from tidectl.console.control.caller import Caller, Frontend, new_request_id
 from tidectl.console.control.errors import ControlError, Failed, Refused
+from tidectl.console.control.host_keys import HostKeyRefused, HostKeyTrust, PresentedKey
 from tidectl.console.control.roles import Roles
 from tidectl.console.control.sovereignty import burst_class
 from tidectl.console.fleet import Fleet
@@ -42,7 +44,7 @@ from tidectl.console.nodesets import expand
 from tidectl.console.providers.base import ProviderError
 from tidectl.console.scheduler.base import Job, Scheduler, SchedulerError, SchedulerSnapshot
 
-__all__ = ["RECONCILE_INTERVAL_S", "ControlPlane", "Progress", "refusal"]
+__all__ = ["AUDIT_LIMIT", "RECONCILE_INTERVAL_S", "ControlPlane", "Progress", "refusal"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ RECONCILE_INTERVAL_S = 5.0
 _REPORTS_KEPT = 200
 #: Requests whose caller and action are remembered for their outcome records.
 _ASKED_KEPT = 1000
+#: Audit records a front end reads at most in one call (the newest).
+AUDIT_LIMIT = 500
 _T = TypeVar("_T")
 
 
@@ -86,6 +90,7 @@ class ControlPlane:
         lock: StoreLock | None = None,
         interval_s: float = RECONCILE_INTERVAL_S,
         audit: AuditLog | None = None,
+        host_keys: HostKeyTrust | None = None,
     ) -> None:
         self.config = config
         #: Who may do what (``[roles]``); checked for every action in ``_begin``.
@@ -93,10 +98,13 @@ class ControlPlane:
         #: Where every decision and outcome is recorded (None: not audited, as in tests that
         #: build a plane by hand; ``assemble`` always opens one).
         self.audit = audit
+        self._audit_reader: AuditReader | None = None  # made at the first read of the log
         self._asked: dict[str, tuple[Caller, str, tuple[str, ...]]] = {}
         self.store = store
         self.engine = engine
         self.fleet = fleet
+        #: On-prem host keys a person accepts in the console (``control.host_keys``).
+        self._host_keys = host_keys or HostKeyTrust(config)
         self._scheduler = scheduler
         self._background = list(background)
         self._closers = list(closers)
@@ -289,6 +297,50 @@ class ControlPlane:
                 burst_intent, actor=caller.user, frontend=caller.frontend, request_id=rid
             ),
         )
+
+    # -- host identity ----------------------------------------------------------------------
+
+    async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey:
+        """The host key on-prem ``node`` presents now, by key exchange alone, and whether
+        known_hosts lists one for it: what the console shows before a key is accepted."""
+        access = self.roles.check(caller.user, "read")
+        if not access.allowed:
+            raise Refused(access.sentence, request_id="")
+        try:
+            return await self._host_keys.presented(node)
+        except HostKeyRefused as error:
+            raise Refused(str(error), request_id="") from None
+
+    async def accept_host_key(
+        self,
+        caller: Caller,
+        node: str,
+        *,
+        fingerprint: str,
+        request_id: str | None = None,
+    ) -> str:
+        """Add the key on-prem ``node`` presents to known_hosts — in the console only (a
+        person saw ``fingerprint`` first; scripts never trust on first use), for a node
+        known_hosts lists nothing for, and only while it still presents that fingerprint.
+        Returns the line written; the node's link picks it up at its next try."""
+        rid = await self._begin(
+            caller, "accept-host-key", request_id, [node], {"fingerprint": fingerprint}
+        )
+        if caller.frontend is not Frontend.CONSOLE:
+            raise await self._refuse(
+                rid,
+                f"a host key is accepted only in the console, after a person saw its "
+                f"fingerprint (not from the {caller.frontend}); add the node's key to "
+                f"{self.config.ssh.known_hosts} after checking it out of band",
+            )
+        try:
+            line = await self._host_keys.accept(
+                node, fingerprint, actor=caller.user, request_id=rid
+            )
+        except HostKeyRefused as error:
+            raise await self._refuse(rid, str(error)) from None
+        await self._outcome(rid, f"done: {node}'s key {fingerprint} added to known_hosts")
+        return line
 
     # -- Slurm's power saving ---------------------------------------------------------------
 
@@ -553,6 +605,34 @@ class ControlPlane:
         except SchedulerError as error:
             raise Failed(f"the scheduler cannot be asked: {error}", request_id="") from None
         return [job for job in jobs if wanted.intersection(job.nodes)]
+
+    async def audit_records(
+        self,
+        caller: Caller,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = AUDIT_LIMIT,
+    ) -> AuditPage:
+        """The newest ``limit`` audit records written since ``since`` (a naive time is UTC),
+        by ``actor``, of ``action`` — oldest first — and how far the log's hash chain
+        verifies (``audit.reader``: both kept until the file changes). A read: the caller
+        needs a viewer's role, and the check is not itself recorded. Raises ``Refused`` for a
+        caller without one, ``Failed`` when the log cannot be read."""
+        access = self.roles.check(caller.user, "read")
+        if not access.allowed:
+            raise Refused(access.sentence, request_id="")
+        if self.audit is None:
+            return AuditPage(None)
+        if self._audit_reader is None or self._audit_reader.path != self.audit.path:
+            self._audit_reader = AuditReader(self.audit.path)
+        query = AuditQuery(since=since, actor=actor, action=action)
+        try:
+            # The whole file is read (and, once per change, hashed): off the event loop.
+            return await asyncio.to_thread(self._audit_reader.page, query, max(0, limit))
+        except AuditUnavailable as error:
+            raise Failed(f"the audit log cannot be read: {error}", request_id="") from None
 
 
 def refusal(error: ControlError) -> str:

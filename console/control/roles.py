@@ -36,6 +36,9 @@ ACTION_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "run": Role.OPERATOR,  # tidectl run: a command on nodes over SSH
         "slurm-resume": Role.OPERATOR,  # Slurm's power saving launching CLOUD nodes
         "terminate": Role.ADMIN,
+        # Trusting a machine with the fleet's commands: in the console only, after a person
+        # compared its fingerprint (control/host_keys.py).
+        "accept-host-key": Role.ADMIN,
         "slurm-powered-down": Role.ADMIN,  # Slurm's SuspendProgram ends instances
         "slurm-never-registered": Role.ADMIN,  # Slurm's ResumeFailProgram ends instances
     }

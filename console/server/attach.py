@@ -19,13 +19,17 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
 import msgspec
 
+from tidectl.console.audit import AuditPage
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.control.caller import Caller, Frontend
+from tidectl.console.control.host_keys import PresentedKey
+from tidectl.console.control.plane import AUDIT_LIMIT
 from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
@@ -224,8 +228,27 @@ class AttachedPlane:
     async def jobs_on(self, nodes: Sequence[str]) -> list[Job]:
         return await self.remote.jobs_on(nodes)
 
+    async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey:
+        return await self.remote.presented_host_key(caller, node)
+
+    async def accept_host_key(self, caller: Caller, node: str, *, fingerprint: str) -> str:
+        return await self.remote.accept_host_key(caller, node, fingerprint=fingerprint)
+
     async def price_per_hour(self, pool: str) -> float | None:
         return await self.remote.price_per_hour(pool)
+
+    async def audit_records(
+        self,
+        caller: Caller,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = AUDIT_LIMIT,
+    ) -> AuditPage:
+        return await self.remote.audit_records(
+            caller, since=since, actor=actor, action=action, limit=limit
+        )
 
 
 async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request) -> Any:

@@ -12,15 +12,18 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import msgspec
 
+from tidectl.console.audit import AuditPage
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import ControlError, Failed, Refused
-from tidectl.console.control.plane import Progress
+from tidectl.console.control.host_keys import PresentedKey
+from tidectl.console.control.plane import AUDIT_LIMIT, Progress
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
 from tidectl.console.lifecycle.records import NodeRecord
@@ -183,6 +186,31 @@ class RemotePlane:
     async def price_per_hour(self, pool: str) -> float | None:
         price = await self._call("price", {"pool": pool})
         return None if price is None else float(price)
+
+    async def audit_records(
+        self,
+        caller: Caller,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = AUDIT_LIMIT,
+    ) -> AuditPage:
+        """The service's audit log: its newest records and how far its chain verifies."""
+        params = {"since": None if since is None else since.isoformat(), "limit": limit}
+        params |= {"actor": actor, "action": action}
+        return _as(AuditPage, await self._call("audit", params))
+
+    async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey:
+        """The host key an on-prem node presents now, fetched by the service."""
+        return _as(PresentedKey, await self._call("host-key", {"node": node}))
+
+    async def accept_host_key(
+        self, caller: Caller, node: str, *, fingerprint: str, request_id: str | None = None
+    ) -> str:
+        """Add the node's key to the service's known_hosts (console only, admin)."""
+        params = {"node": node, "fingerprint": fingerprint, "request_id": request_id}
+        return _as(str, await self._call("accept-host-key", params))
 
     # -- the wire ---------------------------------------------------------------------------
 

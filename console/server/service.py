@@ -22,6 +22,7 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import msgspec
 
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import ControlError, Failed
-from tidectl.console.control.plane import ControlPlane
+from tidectl.console.control.plane import AUDIT_LIMIT, ControlPlane
 from tidectl.console.lifecycle.states import State
 from tidectl.console.server.life_delta import LifeDelta
 from tidectl.console.server.peer import Peer, peer_of
@@ -49,9 +50,12 @@ __all__ = ["Service", "ServiceError"]
 
 _log = logging.getLogger(__name__)
 #: Methods that only read: a viewer may call them (actions are checked by the plane).
-READS = frozenset({"nodes", "pools", "jobs", "price", "wait"})
+READS = frozenset({"nodes", "pools", "jobs", "price", "wait", "audit", "host-key"})
 #: The longest a client may ask ``wait`` to wait, in seconds.
 MAX_WAIT_S = 24 * 3600.0
+#: The most audit records one ``audit`` answer holds: a few hundred bytes each, well under the
+#: longest line a client reads.
+MAX_AUDIT_LIMIT = 2000
 
 
 class ServiceError(Exception):
@@ -98,9 +102,12 @@ class Service:
             "pools": self._pools,
             "jobs": self._jobs,
             "price": self._price,
+            "audit": self._audit,
             "slurm-resume": self._slurm_resume,
             "slurm-suspend": self._slurm_suspend,
             "slurm-resume-fail": self._slurm_resume_fail,
+            "host-key": self._host_key,
+            "accept-host-key": self._accept_host_key,
         }
         #: Long calls, which send interim answers (``more``) before the final one.
         self._long_handlers: dict[str, LongHandler] = {"wait": self._wait}
@@ -354,6 +361,17 @@ class Service:
             caller, _nodes(params), request_id=_optional_text(params, "request_id")
         )
 
+    async def _host_key(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.presented_host_key(caller, _text(params, "node"))
+
+    async def _accept_host_key(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        return await self.plane.accept_host_key(
+            caller,
+            _text(params, "node"),
+            fingerprint=_text(params, "fingerprint"),
+            request_id=_optional_text(params, "request_id"),
+        )
+
     async def _pools(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return self.plane.pools()
 
@@ -381,6 +399,23 @@ class Service:
 
     async def _price(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return await self.plane.price_per_hour(_text(params, "pool"))
+
+    async def _audit(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        since = _optional_text(params, "since")
+        try:
+            start = None if since is None else datetime.fromisoformat(since)
+        except ValueError:
+            raise BadRequest(f"since must be an ISO-8601 time, not {since!r}") from None
+        limit = _number(params, "limit")
+        if limit is not None and not 0 <= limit <= MAX_AUDIT_LIMIT:
+            raise BadRequest(f"limit must be 0 to {MAX_AUDIT_LIMIT}")
+        return await self.plane.audit_records(
+            caller,
+            since=start,
+            actor=_optional_text(params, "actor"),
+            action=_optional_text(params, "action"),
+            limit=AUDIT_LIMIT if limit is None else limit,
+        )
 
 
 def _bad(request_id: int, message: str) -> Response:

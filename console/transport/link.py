@@ -81,6 +81,7 @@ class NodeLink:
         self.connected = asyncio.Event()
         self._recycle_reason: str | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        self._retry_now = asyncio.Event()
 
     @property
     def streams_agent(self) -> bool:
@@ -97,6 +98,11 @@ class NodeLink:
         self._recycle_reason = reason
         if self._stream_task is not None and not self._stream_task.done():
             self._stream_task.cancel()
+
+    def retry_now(self) -> None:
+        """Cut the wait before the next connect short (a host key was just trusted: the
+        minute a refused key otherwise waits is for nodes nobody is fixing)."""
+        self._retry_now.set()
 
     async def run(self) -> None:
         """Keep the node connected (and streaming) until cancelled."""
@@ -132,7 +138,9 @@ class NodeLink:
                 if self.state in _SLOW_STATES
                 else self._backoff.next_delay()
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), delay)
+            self._retry_now.clear()
 
     async def _close(self) -> None:
         self.connected.clear()

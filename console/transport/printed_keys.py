@@ -22,14 +22,13 @@ A site may instead (or also) sign its images' host keys with an SSH certificate 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import asyncssh
 
-from tidectl.console.transport import algorithms
+from tidectl.console.transport.ssh import fetch_host_key
 
 __all__ = ["HostKeysNotYet", "HostKeysRefused", "PrintedKeys", "parse_console", "trusted_lines"]
 
@@ -160,28 +159,13 @@ async def _presented_key(
 
     Fetched without logging in (nothing of ours is sent but the key exchange).
     """
-    options = asyncssh.SSHClientConnectionOptions(
-        encryption_algs=list(algorithms.ENCRYPTION),
-        mac_algs=list(algorithms.MACS),
-        connect_timeout=FETCH_TIMEOUT_S,
-    )
     try:
-        async with asyncio.timeout(FETCH_TIMEOUT_S):
-            key = await asyncssh.get_server_host_key(
-                address,
-                port,
-                kex_algs=list(algorithms.KEX),
-                server_host_key_algs=list(algorithms.SIGNATURES),
-                config=None,
-                options=options,
-            )
-    except (TimeoutError, OSError, asyncssh.Error) as exc:
+        key = await fetch_host_key(address, port, timeout_s=FETCH_TIMEOUT_S)
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
         raise HostKeysNotYet(
             f"instance {instance} printed host key fingerprints, but {address}:{port} "
             f"does not present a key yet ({exc})"
         ) from exc
-    if key is None:
-        raise HostKeysNotYet(f"{address}:{port} presented no host key")
     fingerprint = key.get_fingerprint("sha256")
     if fingerprint not in fingerprints:
         raise HostKeysRefused(

@@ -178,10 +178,56 @@ class SshConnector:
             except Exception as exc:
                 raise classify(target, exc, self.key_source(spec)) from exc
 
+    async def presented_key(self, spec: NodeSpec) -> asyncssh.SSHKey:
+        """The host key ``spec``'s address presents now, by key exchange alone (no login,
+        nothing of ours sent): for a person to compare with a fingerprint they got out of
+        band, never trusted by itself."""
+        target = self.target(spec)
+        async with self._semaphore:
+            try:
+                tunnel = await self._tunnel()
+                return await fetch_host_key(
+                    spec.address,
+                    spec.port,
+                    timeout_s=self.settings.connect_timeout_s + self.settings.login_timeout_s,
+                    tunnel=tunnel,
+                )
+            except Exception as exc:
+                raise classify(target, exc, self.key_source(spec)) from exc
+
     async def close(self) -> None:
         if self._jump is not None:
             self._jump.close()
             await self._jump.wait_closed()
+
+
+async def fetch_host_key(
+    address: str,
+    port: int,
+    *,
+    timeout_s: float,
+    tunnel: asyncssh.SSHClientConnection | None = None,
+) -> asyncssh.SSHKey:
+    """The host key ``address:port`` presents, by a key exchange with our modern algorithms
+    and nothing more. Raises what asyncssh or the socket raised (``classify`` reads it)."""
+    options = asyncssh.SSHClientConnectionOptions(
+        encryption_algs=list(algorithms.ENCRYPTION),
+        mac_algs=list(algorithms.MACS),
+        connect_timeout=timeout_s,
+    )
+    async with asyncio.timeout(timeout_s):
+        key = await asyncssh.get_server_host_key(
+            address,
+            port,
+            tunnel=tunnel if tunnel is not None else (),
+            kex_algs=list(algorithms.KEX),
+            server_host_key_algs=list(algorithms.SIGNATURES),
+            config=None,
+            options=options,
+        )
+    if key is None:  # asyncssh: the server sent no key (it closed during the exchange)
+        raise asyncssh.ConnectionLost(f"{address}:{port} closed before presenting a host key")
+    return key
 
 
 def raise_fd_limit(wanted: int) -> None:

@@ -201,6 +201,36 @@ class TerminateDialog(ActionDialog[str | None]):
         self.dismiss(reason)
 
 
+class HostKeyDialog(ActionDialog[bool | None]):
+    """A node's presented host key (``view.host_key``) and the word that trusts it; dismisses
+    with True only once the word is typed."""
+
+    def __init__(self, lines: Sequence[str], word: str) -> None:
+        super().__init__()
+        self.lines = list(lines)
+        self.word = word
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="host-key", classes="dialog"):
+            yield Static(f"{self.lines[0]}  (Esc cancels)", classes="title")
+            yield Static("\n".join(self.lines[1:]))
+            yield Input(placeholder=f"type {self.word} to accept", id="word")
+            yield Static(id="problem", classes="problem")
+
+    def on_mount(self) -> None:
+        self.query_one("#word", Input).focus()
+
+    @on(Input.Submitted, "#word")
+    def _submit(self, event: Input.Submitted) -> None:
+        if event.value.strip() != self.word:
+            self.query_one("#problem", Static).update(
+                f"Type {self.word} to trust this key, or press Esc: nothing is trusted otherwise."
+            )
+            self.app.bell()
+            return
+        self.dismiss(True)
+
+
 class ConfirmDialog(ActionDialog[bool | None]):
     """A question; Enter or y says yes, Esc says no."""
 

@@ -17,6 +17,7 @@ from tidectl.console.tui.action_dialogs import (
     BurstDialog,
     BurstRequest,
     DrainDialog,
+    HostKeyDialog,
     TerminateDialog,
 )
 from tidectl.console.view.actions import (
@@ -27,6 +28,7 @@ from tidectl.console.view.actions import (
     terminate_question,
     terminate_refusal,
 )
+from tidectl.console.view.host_key import CONFIRM_WORD, host_key_listed, host_key_question
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -39,13 +41,13 @@ __all__ = ["LifecycleActions"]
 
 
 class LifecycleActions:
-    """What ``b``, ``d``, ``r`` and ``t`` do in ``app``."""
+    """What ``b``, ``d``, ``r``, ``t`` and ``K`` do in ``app``."""
 
     def __init__(self, app: ConsoleApp) -> None:
         self.app = app
 
     def ask(self, action: str, node: str | None) -> None:
-        """Start ``action`` (burst, drain, resume, terminate) on ``node``."""
+        """Start ``action`` (burst, drain, resume, terminate, trust_key) on ``node``."""
         plane = self._plane()
         if plane is None:
             return
@@ -59,6 +61,9 @@ class LifecycleActions:
             self._resume(plane, node)
         elif action == "terminate":
             self._terminate(plane, node)
+        elif action == "trust_key":
+            trusting = self._trust_key(plane, node)
+            self.app.run_worker(trusting, group="lifecycle", exit_on_error=False)
 
     def _plane(self) -> FrontEndPlane | None:
         plane = self.app.plane
@@ -145,12 +150,40 @@ class LifecycleActions:
 
         self.app.push_screen(TerminateDialog(terminate_question(record)), chosen)
 
+    async def _trust_key(self, plane: FrontEndPlane, node: str) -> None:
+        """Show the key ``node`` presents; trust it once the person typed the word."""
+        caller = self._caller()
+        if caller is None:
+            return
+        try:
+            shown = await plane.presented_host_key(caller, node)
+        except ControlError as error:
+            self._refused(str(error))
+            return
+        if shown.listed:
+            self._refused(host_key_listed(shown))
+            return
+
+        def chosen(accepted: bool | None) -> None:
+            if accepted:
+                asked = plane.accept_host_key(caller, node, fingerprint=shown.fingerprint)
+                self._run(asked, f"trust of {node}'s host key", done=trusted)
+
+        trusted = (
+            f"{node}'s host key {shown.fingerprint} is now in known_hosts; its link retries "
+            "on its own."
+        )
+        self.app.push_screen(HostKeyDialog(host_key_question(shown), CONFIRM_WORD), chosen)
+
     # -- carrying out ------------------------------------------------------------------------
 
-    def _run(self, asked: Awaitable[object], what: str) -> None:
-        self.app.run_worker(self._carry(asked, what), group="lifecycle", exit_on_error=False)
+    def _run(self, asked: Awaitable[object], what: str, *, done: str | None = None) -> None:
+        """Carry ``asked`` out in a worker; ``done``: what to say when it succeeds (else the
+        result's own sentence)."""
+        carried = self._carry(asked, what, done)
+        self.app.run_worker(carried, group="lifecycle", exit_on_error=False)
 
-    async def _carry(self, asked: Awaitable[object], what: str) -> None:
+    async def _carry(self, asked: Awaitable[object], what: str, done: str | None) -> None:
         try:
             result = await asked
         except ControlError as error:
@@ -160,5 +193,5 @@ class LifecycleActions:
             return
         finally:
             self.app.life_changed(force=True)
-        sentence = getattr(result, "sentence", "") or f"The {what} is under way."
+        sentence = done or getattr(result, "sentence", "") or f"The {what} is under way."
         self.app.notify(sentence[:1].upper() + sentence[1:], timeout=8)

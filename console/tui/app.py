@@ -34,6 +34,7 @@ from tidectl.console.fleet import Fleet
 from tidectl.console.model import LinkState
 from tidectl.console.tui.action_dialogs import ActionDialog, ConfirmDialog
 from tidectl.console.tui.actions import LifecycleActions
+from tidectl.console.tui.audit_screen import AuditScreen
 from tidectl.console.tui.commands import ConsoleCommands
 from tidectl.console.tui.dialogs import FaultMenu, HelpScreen, bindings_table
 from tidectl.console.tui.events_screen import EventsScreen
@@ -68,6 +69,7 @@ class ConsoleApp(App[int]):
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("colon", "command_palette", "Commands", id="app.palette"),
         Binding("e", "events", "Events", id="app.events"),
+        Binding("a", "audit", "Audit", id="app.audit"),
     ]
 
     def __init__(
@@ -219,6 +221,10 @@ class ConsoleApp(App[int]):
         if not isinstance(self.screen, EventsScreen):
             self.push_screen(EventsScreen(self.fleet, self.life))
 
+    def action_audit(self) -> None:
+        if not isinstance(self.screen, AuditScreen):
+            self.push_screen(AuditScreen(lambda: self.plane, lambda: self.plane_problem))
+
     def action_help(self) -> None:
         scopes = [
             ("everywhere", ConsoleApp.BINDINGS),
@@ -226,6 +232,7 @@ class ConsoleApp(App[int]):
             ("fleet table", FleetTable.BINDINGS),
             ("node", NodeScreen.BINDINGS),
             ("events", EventsScreen.BINDINGS),
+            ("audit", AuditScreen.BINDINGS),
             ("dialogs", ActionDialog.BINDINGS),
             ("confirm", ConfirmDialog.BINDINGS),
         ]

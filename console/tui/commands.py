@@ -30,6 +30,7 @@ class ConsoleCommands(Provider):
             ("burst cloud nodes into a pool", app.ask_burst, "through the control plane (b)"),
             ("show nodes with a lifecycle state", partial(app.set_filter, "!life:-"), "filter"),
             ("events", app.action_events, "health, link and lifecycle moves, newest first"),
+            ("audit log", app.action_audit, "who asked the control plane for what, and why"),
             ("help", app.action_help, "every key binding"),
             ("quit", app.action_quit, "leave the console"),
         ]

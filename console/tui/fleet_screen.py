@@ -41,6 +41,7 @@ class FleetScreen(Screen[None]):
         Binding("d", "lifecycle('drain')", "Drain", id="fleet.drain"),
         Binding("r", "lifecycle('resume')", "Resume", id="fleet.resume"),
         Binding("t", "lifecycle('terminate')", "Terminate", id="fleet.terminate"),
+        Binding("K", "lifecycle('trust_key')", "Trust host key", id="fleet.trust_key"),
         Binding("i", "inject", "Fault", id="fleet.inject"),
         Binding("c", "clear_faults", "Clear faults", show=False, id="fleet.clear_faults"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="fleet.clear_filter"),

@@ -10,10 +10,13 @@ actions are coroutines that return the plane's result types or raise its ``Contr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
+from tidectl.console.audit import AuditPage
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.control.caller import Caller
+from tidectl.console.control.host_keys import PresentedKey
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
 from tidectl.console.scheduler.base import Job
@@ -42,3 +45,17 @@ class FrontEndPlane(LifeSource, Protocol):
     ) -> ActionResult: ...
 
     async def jobs_on(self, nodes: Sequence[str]) -> list[Job]: ...
+
+    async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey: ...
+
+    async def accept_host_key(self, caller: Caller, node: str, *, fingerprint: str) -> str: ...
+
+    async def audit_records(
+        self,
+        caller: Caller,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = ...,
+    ) -> AuditPage: ...

@@ -111,7 +111,7 @@ def test_every_optional_value(folder: Path) -> None:
         (AWS + "[pools.bootstrap]\nssh_port = 0\n", 18, ["between 1 and 65535"]),
         (AWS + '[pools.bootstrap]\nuser = "a b"\n', 18, ["is not a login name"]),
         (AWS + '[pools.bootstrap]\nhost_ca = "no-ca.pub"\n', 18, ["no-ca.pub does not exist"]),
-        (AWS + '[pools.bootstrap]\nhost_ca = "keys/id_ed25519"\n', 18, ["is not an SSH public key"]),
+        (AWS + '[pools.bootstrap]\nhost_ca = "keys/id_ed25519"\n', 18, ["not an SSH public key"]),
         (AWS + '[pools.bootstrap]\nidentity_file = "nokey"\n', 18, ["nokey does not exist"]),
         (AWS + 'slurm_nodes = "cloud 1"\n', 17, ["'cloud 1' is not a node name"]),
         (

@@ -36,6 +36,7 @@ MAY: dict[str, set[str]] = {
     "terminate": {"ada"},
     "slurm_suspend": {"ada"},
     "slurm_resume_failed": {"ada"},
+    "accept_host_key": {"ada"},
 }
 PEOPLE = ("ada", "opal", "vic", "nobody")
 Call = Callable[[ControlPlane, Caller], Awaitable[object]]
@@ -48,6 +49,7 @@ CALLS: dict[str, Call] = {
     "terminate": lambda p, c: p.terminate(c, "gpu-x", reason="r"),
     "slurm_suspend": lambda p, c: p.slurm_suspend(c, "cloud9"),
     "slurm_resume_failed": lambda p, c: p.slurm_resume_failed(c, "cloud9"),
+    "accept_host_key": lambda p, c: p.accept_host_key(c, "gpu1", fingerprint="SHA256:x"),
 }
 
 
