@@ -5,6 +5,7 @@ They need root and /usr/sbin/sshd; elsewhere the tests that use them are skipped
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,6 +23,17 @@ from tests.harness.sshd import PortInUseError, SshdHosts, free_port_block, unava
 # every example; only "generation was slow" and the per-example deadline are off.
 settings.register_profile("tidectl", suppress_health_check=[HealthCheck.too_slow], deadline=None)
 settings.load_profile("tidectl")
+
+# Stores and audit logs without a configured path go under $XDG_DATA_HOME/tidectl: the
+# session's own folder, never the home directory of whoever runs the suite (a child process
+# a test starts inherits it).
+_DATA_HOME = tempfile.mkdtemp(prefix="tidectl-xdg-")
+os.environ["XDG_DATA_HOME"] = _DATA_HOME
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_DATA_HOME, ignore_errors=True)
+
 
 SESSION_HOSTS = 8
 SESSION_FIRST_PORT = 22001

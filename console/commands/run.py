@@ -16,6 +16,7 @@ from tidectl.console.config.model import ClusterConfig, NodeSpec
 from tidectl.console.model import LinkState
 
 if TYPE_CHECKING:  # the transport pulls in asyncssh: imported when a command runs
+    from tidectl.console.control.run_audit import RunAudit
     from tidectl.console.fanout import Group
     from tidectl.console.transport.link import CommandResult
 
@@ -117,14 +118,20 @@ def print_groups(groups: list[Group], out: TextIO) -> None:
             out.write(f"{label}: {text}\n")
 
 
-def _refusal(config: ClusterConfig) -> str | None:
-    """Running commands on nodes takes the operator role ([roles]); None when allowed."""
-    from tidectl.console.control.caller import Caller, Frontend
-    from tidectl.console.control.roles import Roles
+def _record_outcome(audit: RunAudit, results: list[CommandResult]) -> None:
+    from tidectl.console.audit import AuditUnavailable
 
-    user = Caller.local(Frontend.CLI).user
-    access = Roles(config.roles, config.path).check(user, "run")
-    return None if access.allowed else access.sentence
+    failed = sum(1 for r in results if r.exit_status != 0)
+    outcome = (
+        f"done: exit {exit_status(results)}, {len(results) - failed} of {len(results)} node(s) "
+        "succeeded"
+        if results
+        else "failed: interrupted before any node answered"
+    )
+    try:
+        audit.end(outcome)
+    except AuditUnavailable as error:
+        sys.stderr.write(f"tidectl run: the outcome is not in the audit log: {error}\n")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -133,12 +140,21 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("no command given: tidectl run -c cluster.toml NODESET -- CMD")
     command = command_words[0] if len(command_words) == 1 else shlex.join(command_words)
     config = load_config(args.config)
-    refusal = _refusal(config)
-    if refusal is not None:
-        sys.stderr.write(f"tidectl run: {refusal}\n")
-        return 1
     specs = select_nodes(config, args.nodeset)
-    results = asyncio.run(run_command(config, specs, command, args.timeout))
+    from tidectl.console.control.caller import Caller, Frontend
+    from tidectl.console.control.errors import Refused
+    from tidectl.console.control.run_audit import RunAudit
+
+    try:  # the operator role, and the decision in the audit log before any node is reached
+        audit = RunAudit.begin(config, Caller.local(Frontend.CLI), args.nodeset, command)
+    except Refused as refused:
+        sys.stderr.write(f"tidectl run: {refused}\n")
+        return 1
+    results: list[CommandResult] = []
+    try:
+        results = asyncio.run(run_command(config, specs, command, args.timeout))
+    finally:
+        _record_outcome(audit, results)
     from tidectl.console.fanout import group
 
     groups = group(results)

@@ -138,8 +138,10 @@ class NodeLink:
                 if self.state in _SLOW_STATES
                 else self._backoff.next_delay()
             )
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (DECISIONS.md).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_now.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._retry_now.wait()
             self._retry_now.clear()
 
     async def _close(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.harness.sshd import SshdHosts
+from tidectl.console.audit.verify import read, verify
 from tidectl.console.collector import Collector
 from tidectl.console.config.loader import load_config
 from tidectl.console.fleet import Fleet
@@ -55,6 +56,8 @@ def test_status_deploys_and_streams_from_every_real_host(
 
 def test_run_fans_out_over_real_hosts(sshd_hosts: SshdHosts, tmp_path: Path) -> None:
     config = str(sshd_hosts.write_cluster_toml(tmp_path / "cluster.toml"))
+    with open(config, "a") as text:
+        text.write('[audit]\npath = "audit.jsonl"\n')
     same = tidectl("run", "-c", config, "all", "--", "echo ok")
     assert same.returncode == 0, same.stderr
     assert same.stdout == f"{sshd_hosts.nodeset}: ok\n"
@@ -71,6 +74,20 @@ def test_run_fans_out_over_real_hosts(sshd_hosts: SshdHosts, tmp_path: Path) -> 
     refused = tidectl("run", "-c", config, "all", "--", "echo ok")
     assert refused.returncode == 1 and refused.stdout == ""
     assert f"{me} may not run: that needs the operator role" in refused.stderr
+    # Every run is in the audit log: the decision before any node was reached, then how it
+    # ended; the refused one with its denial.
+    records = list(read(tmp_path / "audit.jsonl"))
+    assert [(r.action, r.decision, r.outcome.split(":")[0]) for r in records] == [
+        ("run", "allowed", "started"),
+        ("run", "allowed", "done"),
+        ("run", "allowed", "started"),
+        ("run", "allowed", "done"),
+        ("run", "denied", "denied"),
+    ]
+    assert records[0].params == {"command": "echo ok"} and records[0].targets == ("all",)
+    assert records[1].outcome == "done: exit 0, 8 of 8 node(s) succeeded"
+    assert {(r.actor, r.frontend) for r in records} == {(me, "cli")}
+    assert verify(tmp_path / "audit.jsonl").ok
 
 
 async def _wait_for(check: Callable[[], bool], timeout: float) -> None:
