@@ -20,6 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Final
 
+from tidectl.console.config.budgets import read_budgets, read_policies
 from tidectl.console.config.data_classes import check_pool_classes, read_data_classes
 from tidectl.console.config.errors import ConfigError, kind_of
 from tidectl.console.config.keymap import read_console
@@ -151,6 +152,8 @@ _TABLES: Final = (
     "roles",
     "data_classes",
     "audit",
+    "budgets",
+    "policies",
 )
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
@@ -167,6 +170,8 @@ _TABLE_TITLES: Final = {
     "roles": "[roles]",
     "data_classes": "[[data_classes]]",
     "audit": "[audit]",
+    "budgets": "[[budgets]]",
+    "policies": "[policies]",
 }
 
 
@@ -211,6 +216,8 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     data_classes = read_data_classes(_entries(file, root, "data_classes"))
     check_pool_classes(pools, data_classes, pool_tables)
     audit = read_audit(_section(file, root, "audit"))
+    budgets = read_budgets(_entries(file, root, "budgets"), pools)
+    policies = read_policies(_section(file, root, "policies"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -227,6 +234,8 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         roles=roles,
         data_classes=data_classes,
         audit=audit,
+        budgets=budgets,
+        policies=policies,
     )
 
 

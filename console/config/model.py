@@ -82,6 +82,32 @@ class BootstrapSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """``[pools.policy]``: the automation that keeps a pool's size honest (``console/policy``).
+
+    Idle drain is on by default — the burst nobody drained is the failure tidectl exists to
+    prevent —; bursting on queue pressure and a maximum lifetime are opt-in.
+    """
+
+    #: Nodes the pool keeps even when idle (idle drain never takes it below).
+    min_nodes: int = 0
+    #: Drain a cloud node with no jobs and every GPU below ``idle_gpu_util_below`` percent for
+    #: this long; None: never.
+    idle_drain_after_s: float | None = 1800.0
+    #: Terminate a node the idle policy drained once it has stayed empty this long.
+    idle_terminate_after_s: float = 600.0
+    idle_gpu_util_below: float = 5.0
+    #: Burst when GPUs have waited in the scheduler longer than ``pending_for_s`` and exceed
+    #: the capacity coming (up to ``max_nodes`` and the budgets).
+    burst_on_pressure: bool = False
+    pending_for_s: float = 300.0
+    #: After a pressure burst, no other for this long (the queue must show it still waits).
+    cooldown_s: float = 600.0
+    #: Drain (then terminate) a node this long after it was launched; None: no limit.
+    max_lifetime_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSpec:
     """A cloud pool: where bursts go, on what, at what price, up to how many nodes."""
 
@@ -110,6 +136,7 @@ class PoolSpec:
     #: The data class a burst of this pool carries unless it names one (``[[data_classes]]``).
     data_class: str | None = None
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+    policy: PoolPolicy = field(default_factory=PoolPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +167,36 @@ class AuditSettings:
     """``[audit]``: where the audit log is. None: beside the store (``STORE.audit.jsonl``)."""
 
     path: Path | None = None
+
+
+class BudgetPeriod(enum.StrEnum):
+    DAY = "day"  # the UTC calendar day
+    MONTH = "month"  # the UTC calendar month
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """``[[budgets]]``: the most a pool (or, with ``pool`` None, the whole cluster) may spend
+    in a UTC day or month. Hard: a burst that would pass it is refused before any provider
+    call, and reaching it drains the pool's nodes (jobs finish first). ``warn_at``: the
+    fraction of the limit at which the UIs warn."""
+
+    limit: float  # US dollars
+    period: BudgetPeriod = BudgetPeriod.DAY
+    pool: str | None = None
+    warn_at: float = 0.8
+
+    @property
+    def scope(self) -> str:
+        return f"pool {self.pool}" if self.pool is not None else "the cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """``[policies]``: the policy loop (``console/policy``)."""
+
+    enabled: bool = True
+    interval_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +250,8 @@ class ClusterConfig:
     #: Empty: no data-sovereignty rules (a burst may go to any pool's region).
     data_classes: tuple[DataClass, ...] = ()
     audit: AuditSettings = field(default_factory=AuditSettings)
+    budgets: tuple[Budget, ...] = ()
+    policies: PolicySettings = field(default_factory=PolicySettings)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

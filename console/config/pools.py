@@ -27,7 +27,12 @@ from typing import Final
 import asyncssh
 
 from tidectl.console.config.errors import on_line
-from tidectl.console.config.model import BootstrapSettings, PoolSpec, SchedulerSettings
+from tidectl.console.config.model import (
+    BootstrapSettings,
+    PoolPolicy,
+    PoolSpec,
+    SchedulerSettings,
+)
 from tidectl.console.config.readers import existing_file, login_name
 from tidectl.console.config.table import Table
 from tidectl.console.nodesets import NodeSetError, expand
@@ -139,6 +144,7 @@ def _read_pool(table: Table) -> PoolSpec:
         )
     price = table.number("price_per_hour", math.nan, at_least=0.0)  # NaN: not given
     bootstrap = _read_bootstrap(table.table("bootstrap"))
+    policy = _read_policy(table.table("policy"), max_nodes)
     pool = PoolSpec(
         name=name,
         provider=provider,
@@ -157,6 +163,7 @@ def _read_pool(table: Table) -> PoolSpec:
         all_or_nothing=table.boolean("all_or_nothing", False),
         boot_delay_s=table.number("boot_delay_s", 5.0, at_least=0.0, at_most=3600.0),
         bootstrap=bootstrap,
+        policy=policy,
         slurm_nodes=slurm_nodes,
         data_class=table.string("data_class", None, example='data_class = "pii"'),
     )
@@ -245,6 +252,35 @@ def _read_bootstrap(table: Table | None) -> BootstrapSettings:
     )
     table.finish()
     return settings
+
+
+def _read_policy(table: Table | None, max_nodes: int) -> PoolPolicy:
+    """``[pools.policy]``; a duration of 0 turns its rule off."""
+    if table is None:
+        return PoolPolicy()
+    defaults = PoolPolicy()
+
+    def seconds(key: str, default: float | None) -> float | None:
+        value = table.number(key, default if default is not None else 0.0, at_least=0.0)
+        return value or None
+
+    min_nodes = table.integer("min_nodes", 0, 0, max_nodes)
+    policy = PoolPolicy(
+        min_nodes=min_nodes or 0,
+        idle_drain_after_s=seconds("idle_drain_after_s", defaults.idle_drain_after_s),
+        idle_terminate_after_s=table.number(
+            "idle_terminate_after_s", defaults.idle_terminate_after_s, at_least=0.0
+        ),
+        idle_gpu_util_below=table.number(
+            "idle_gpu_util_below", defaults.idle_gpu_util_below, at_least=0.0, at_most=100.0
+        ),
+        burst_on_pressure=table.boolean("burst_on_pressure", False),
+        pending_for_s=table.number("pending_for_s", defaults.pending_for_s, at_least=0.0),
+        cooldown_s=table.number("cooldown_s", defaults.cooldown_s, at_least=0.0),
+        max_lifetime_s=seconds("max_lifetime_s", None),
+    )
+    table.finish()
+    return policy
 
 
 def _host_ca(table: Table, text: str) -> Path:

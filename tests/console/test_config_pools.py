@@ -10,7 +10,11 @@ import pytest
 from tests.console.test_config import HEAD, folder, load, refuse
 from tidectl.console.config.model import (
     BootstrapSettings,
+    Budget,
+    BudgetPeriod,
     DataClass,
+    PolicySettings,
+    PoolPolicy,
     PoolSpec,
     Role,
     SchedulerSettings,
@@ -144,6 +148,56 @@ def test_the_bootstrap_port_key_and_host_ca_load_relative_to_the_file(folder: Pa
     assert (bootstrap.ssh_port, bootstrap.user) == (2222, None)
     assert bootstrap.identity_file == folder / "cloud_key"
     assert bootstrap.host_ca == folder / "host_ca.pub"
+
+
+def test_budgets_policies_and_pool_policies_load(folder: Path) -> None:
+    text = AWS + (
+        "[pools.policy]\nmin_nodes = 2\nburst_on_pressure = true\npending_for_s = 60\n"
+        "cooldown_s = 120\nidle_drain_after_s = 0\nmax_lifetime_s = 86400\n"
+        '[[budgets]]\npool = "h100-east"\nlimit = 500\nwarn_at = 0.5\n'
+        '[[budgets]]\nperiod = "month"\nlimit = 20000.5\n'
+        "[policies]\nenabled = false\ninterval_s = 10\n"
+    )
+    config = load(folder, HEAD + NODES + text)
+    assert config.pools[0].policy == PoolPolicy(
+        min_nodes=2,
+        idle_drain_after_s=None,  # 0: never
+        burst_on_pressure=True,
+        pending_for_s=60.0,
+        cooldown_s=120.0,
+        max_lifetime_s=86400.0,
+    )
+    assert config.budgets == (
+        Budget(500.0, BudgetPeriod.DAY, "h100-east", 0.5),
+        Budget(20000.5, BudgetPeriod.MONTH, None, 0.8),
+    )
+    assert config.policies == PolicySettings(enabled=False, interval_s=10.0)
+    defaults = load(folder, HEAD + NODES + AWS)
+    assert defaults.pools[0].policy.idle_drain_after_s == 1800.0  # on unless turned off
+    assert defaults.budgets == () and defaults.policies.enabled
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ('[[budgets]]\npool = "nope"\nlimit = 1\n', 18, ["no such pool (pools: h100-east)"]),
+        ("[[budgets]]\nlimit = 0\n", 18, ["greater than 0"]),
+        ('[[budgets]]\nperiod = "week"\nlimit = 1\n', 18, ['period "week" is not day or month']),
+        ("[[budgets]]\nwarn_at = 0.5\n", 17, ["a budget needs limit"]),
+        ("[[budgets]]\nlimit = 5\n[[budgets]]\nlimit = 6\n", 19, ["two day budgets"]),
+        ("[policies]\ninterval_s = 0.1\n", 18, ["between 1 and 3600"]),
+        ("[pools.policy]\nmin_nodes = 17\n", 18, ["between 0 and 16"]),
+        ("[pools.policy]\nidle_gpu_util_below = 101\n", 18, ["between 0 and 100"]),
+        ("[pools.policy]\ncooldown = 1\n", 18, ['unknown key "cooldown"']),
+    ],
+)
+def test_bad_budgets_and_policies_are_refused_with_line_and_sentence(
+    folder: Path, text: str, line: int, words: list[str]
+) -> None:
+    error = refuse(folder, HEAD + NODES + AWS + text)
+    assert error.line == line, str(error)
+    for word in words:
+        assert word in str(error)
 
 
 def test_slurm_nodes_expand_and_set_max_nodes_unless_it_is_given(folder: Path) -> None:
