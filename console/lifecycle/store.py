@@ -668,16 +668,22 @@ class Store:
         pool: str | None = None,
         until: float | None = None,
         *,
+        since: float | None = None,
         node: str | None = None,
         intent_id: str | None = None,
     ) -> float:
-        """Dollars spent up to ``until`` (default: now), from start/stop times and prices.
+        """Dollars spent from ``since`` (default: ever) up to ``until`` (default: now), from
+        start/stop times and prices.
 
         An open stretch counts up to ``until``; a closed one up to its stop or ``until``,
-        whichever is earlier. Filter by pool, node, or intent (a burst).
+        whichever is earlier; none counts before ``since``. Filter by pool, node, or intent
+        (a burst).
         """
         end = time.time() if until is None else until
-        where = ["started_at < :end"]
+        start = -math.inf if since is None else since
+        if start >= end:
+            return 0.0
+        where = ["started_at < :end", "COALESCE(stopped_at, :end) > :start"]
         if pool is not None:
             where.append("pool = :pool")
         if node is not None:
@@ -685,9 +691,10 @@ class Store:
         if intent_id is not None:
             where.append("intent_id = :intent")
         row = self._db.execute(
-            "SELECT TOTAL(price_per_hour * (MIN(COALESCE(stopped_at, :end), :end) - started_at))"
+            "SELECT TOTAL(price_per_hour * ("
+            "MIN(COALESCE(stopped_at, :end), :end) - MAX(started_at, :start)))"
             f" FROM ledger WHERE {' AND '.join(where)}",
-            {"end": end, "pool": pool, "node": node, "intent": intent_id},
+            {"end": end, "start": start, "pool": pool, "node": node, "intent": intent_id},
         ).fetchone()
         return float(row[0]) / 3600.0
 

@@ -394,6 +394,10 @@ def test_spend_comes_from_start_and_stop_times_and_prices(store: Store) -> None:
     assert store.spend("a100", until=900.0) == pytest.approx(0.9)
     assert store.spend(node="aws-2", until=9000.0) == pytest.approx(14.4)
     assert store.spend(intent_id="in-2", until=5400.0) == pytest.approx(7.2 + 1.0)
+    # From `since` (a budget's day): only what each stretch ran after it.
+    assert store.spend(since=1800.0, until=5400.0) == pytest.approx(1.8 + 7.2)
+    assert store.spend("h100", since=360.0, until=5400.0) == 0.0  # it stopped at 360
+    assert store.spend(since=3600.0, until=3600.0) == 0.0
     assert store.burn_rate() == pytest.approx(7.2)
     assert store.burn_rate("h100") == 0.0
     assert closed.cost(until=9999.0) == pytest.approx(3.6)

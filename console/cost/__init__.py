@@ -1,0 +1,1 @@
+"""Cost: what the cluster spends, against what it may ([cost])."""

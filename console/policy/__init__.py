@@ -1,0 +1,1 @@
+"""The policy loop: the automation that keeps cloud capacity and spend honest ([cost])."""
