@@ -1,4 +1,4 @@
-"""The agent's command line: ``stream``, ``once``, ``facts``, ``zipapp``.
+"""The agent's command line: ``stream``, ``once``, ``facts``, ``watchdog``, ``zipapp``.
 
 The same parser serves ``python3 -m tidectl.agents``, ``python3 agent.pyz`` on a bare node,
 and ``tidectl agent`` (the console mounts it with ``configure``).
@@ -64,12 +64,13 @@ def _silence_stdout() -> None:
         pass
 
 
-def _add_source_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--probes",
-        default="all",
-        help="comma-separated probes to run: host,gpu,ib,storage,net (default: all)",
-    )
+def _add_source_options(parser: argparse.ArgumentParser, probes: bool = True) -> None:
+    if probes:
+        parser.add_argument(
+            "--probes",
+            default="all",
+            help="comma-separated probes to run: host,gpu,ib,storage,net (default: all)",
+        )
     parser.add_argument(
         "--sim",
         type=int,
@@ -102,6 +103,92 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seconds(low: float, high: float, low_allowed: bool) -> Any:
+    """An argparse type: a number of seconds above (or from) ``low`` up to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
+        if not (value > low or (low_allowed and value == low)) or not value <= high:
+            raise argparse.ArgumentTypeError(
+                "%s s is out of range: give %s %g s, at most %g s"
+                % (text, "at least" if low_allowed else "more than", low, high)
+            )
+        return value
+
+    return parse
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a percentage" % text) from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError("give a percentage from 0 to 100, not %s" % text)
+    return value
+
+
+def _add_watchdog(commands: Any) -> None:
+    watchdog = commands.add_parser(
+        "watchdog",
+        help="power this node off once no control plane holds its lease and it is idle",
+        description="Detaches from the session and, once LEASE_FILE is older than the lease, "
+        "powers the node off if every GPU is idle and (where Slurm is installed) Slurm runs "
+        "no job on it and has it idle, drained or down. One watchdog per lease file: a "
+        "second start is a no-op. Logs to LEASE_FILE.watchdog.log.",
+    )
+    watchdog.add_argument(
+        "--lease-file", required=True, metavar="FILE", help="the file the agent's stream touches"
+    )
+    watchdog.add_argument(
+        "--lease-s",
+        type=_seconds(0.0, 1e9, False),
+        required=True,
+        metavar="S",
+        help="how old the lease may grow before the node counts as abandoned",
+    )
+    watchdog.add_argument(
+        "--idle-gpu-util-below",
+        type=_percent,
+        default=5.0,
+        metavar="PCT",
+        help="a GPU is idle below this utilisation (default 5)",
+    )
+    watchdog.add_argument(
+        "--idle-window",
+        type=_seconds(0.0, 86400.0, True),
+        default=60.0,
+        metavar="S",
+        help="the node must read idle on every check for this long (default 60)",
+    )
+    watchdog.add_argument(
+        "--check-every",
+        type=_seconds(0.0, 3600.0, False),
+        default=10.0,
+        metavar="S",
+        help="seconds between checks (default 10)",
+    )
+    watchdog.add_argument(
+        "--poweroff",
+        default="sudo systemctl poweroff",
+        metavar="CMD",
+        help="the shell command that powers the node off (default: sudo systemctl poweroff)",
+    )
+    watchdog.add_argument(
+        "--slurm-node",
+        default=None,
+        metavar="NAME",
+        help="the node's name in Slurm (default: the short host name)",
+    )
+    watchdog.add_argument(
+        "--foreground", action="store_true", help="do not detach; log to stderr (for a unit)"
+    )
+    _add_source_options(watchdog, probes=False)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the agent's subcommands to ``parser`` (the top level or ``tidectl agent``)."""
     parser.add_argument("--version", action="version", version="tidectl-agent " + AGENT_VERSION)
@@ -113,6 +200,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--interval", type=_positive_float, default=1.0, metavar="S", help="seconds per tick"
     )
     stream.add_argument("--count", type=int, default=None, metavar="N", help="stop after N samples")
+    stream.add_argument(
+        "--lease-file",
+        default=None,
+        metavar="FILE",
+        help="touch FILE every sample: the lease a node's watchdog reads (see watchdog)",
+    )
     _add_source_options(stream)
 
     once = commands.add_parser("once", help="take one sample and print it")
@@ -129,6 +222,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     facts = commands.add_parser("facts", help="print the node's inventory (the hello record)")
     facts.add_argument("--json", action="store_true", help="print the hello record as JSON")
     _add_source_options(facts)
+
+    _add_watchdog(commands)
 
     zipapp = commands.add_parser("zipapp", help="build a single-file agent for bare nodes")
     zipapp.add_argument("out", metavar="OUT.pyz", help="where to write the zipapp")
@@ -150,7 +245,8 @@ def _make_stream(
         hostname=args.hostname,
         interval_s=interval,
     )
-    return Stream(probes, out, interval_s=interval, sim_seed=args.sim, stop=stop)
+    lease = getattr(args, "lease_file", None)
+    return Stream(probes, out, interval_s=interval, sim_seed=args.sim, stop=stop, lease_path=lease)
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
@@ -212,10 +308,92 @@ def _cmd_zipapp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watchdog(args: argparse.Namespace) -> int:
+    from tidectl.agents.detach import detach, take_pid_lock, write_pid
+    from tidectl.agents.lease import LOG_SUFFIX, PID_SUFFIX
+
+    # Absolute before detaching: the daemon leaves the login directory for /.
+    lease = os.path.abspath(args.lease_file)
+    folder = os.path.dirname(lease)
+    os.makedirs(folder, exist_ok=True)
+    lock, holder = take_pid_lock(lease + PID_SUFFIX)
+    if lock is None:
+        sys.stdout.write(
+            "tidectl agent watchdog: already watching %s (pid %s); nothing started\n"
+            % (lease, holder)
+        )
+        return 0
+    if args.foreground:
+        write_pid(lock, os.getpid())
+        return _watchdog_main(args, lease)
+    pid = detach(lock, lease + LOG_SUFFIX, lambda: _watchdog_main(args, lease))
+    sys.stdout.write(
+        "tidectl agent watchdog: watching %s (pid %d); log %s\n" % (lease, pid, lease + LOG_SUFFIX)
+    )
+    return 0
+
+
+#: How long one GPU reading may take before it counts as "cannot tell" (a wedged driver).
+_WATCHDOG_GPU_BUDGET_S = 10.0
+
+
+def _watchdog_main(args: argparse.Namespace, lease: str) -> int:
+    """The watchdog itself (in the daemon, or in the foreground)."""
+    from tidectl.agents import watchdog
+    from tidectl.agents.probes.registry import build_probes
+    from tidectl.agents.runner import Sampler
+
+    stop = threading.Event()
+    for name in ("SIGTERM", "SIGINT"):
+        signal.signal(getattr(signal, name), lambda signum, frame: stop.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    node = args.slurm_node or watchdog.default_slurm_node()
+    probes = build_probes(
+        ["gpu"],
+        sysfs_root=args.sysfs_root,
+        proc_root=args.proc_root,
+        sim_seed=args.sim,
+        faults_path=args.faults,
+        hostname=args.hostname,
+    )
+    sampler = Sampler(probes)
+
+    def busy() -> Optional[str]:
+        gpu = sampler.run("sample", _WATCHDOG_GPU_BUDGET_S)["gpu"]
+        return watchdog.gpus_busy(gpu, args.idle_gpu_util_below) or watchdog.slurm_busy(node)
+
+    dog = watchdog.Watchdog(
+        lease, args.lease_s, busy, watchdog.log_to_stderr, idle_window_s=args.idle_window
+    )
+    dog.log(
+        "watching %s: lease %g s; idle means every GPU below %g %% (and Slurm node %s without "
+        "jobs, where Slurm is installed) for %g s; a check every %g s; poweroff: %s"
+        % (
+            lease,
+            args.lease_s,
+            args.idle_gpu_util_below,
+            node,
+            args.idle_window,
+            args.check_every,
+            args.poweroff,
+        )
+    )
+    try:
+        done = watchdog.watch(
+            dog, lambda: watchdog.run_poweroff(args.poweroff), args.check_every, stop
+        )
+    finally:
+        sampler.close()
+    if not done:
+        dog.log("stopped by a signal")
+    return 0
+
+
 COMMANDS = {
     "stream": _cmd_stream,
     "once": _cmd_once,
     "facts": _cmd_facts,
+    "watchdog": _cmd_watchdog,
     "zipapp": _cmd_zipapp,
 }
 

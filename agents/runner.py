@@ -27,6 +27,7 @@ import time
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
 
 from tidectl.agents import AGENT_VERSION, protocol
+from tidectl.agents.lease import touch
 from tidectl.agents.probes.base import Probe, Section, describe_error, error_section
 
 _Outcome = Tuple[bool, Any]  # (True, value) or (False, exception)
@@ -381,6 +382,7 @@ class Stream:
         budget_fraction: float = 0.8,
         stop: Optional[threading.Event] = None,
         threaded: bool = True,
+        lease_path: Optional[str] = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval must be positive, got %r" % interval_s)
@@ -391,10 +393,14 @@ class Stream:
         self.budget_s = interval_s * budget_fraction
         self.seq = 0
         self.stop = stop if stop is not None else threading.Event()
+        #: Touched after every record written: the watchdog's lease (``lease.py``).
+        self.lease_path = lease_path
 
     def _write(self, record: protocol.Record) -> None:
         self.out.write(protocol.encode(record))
         self.out.flush()
+        if self.lease_path is not None:
+            touch(self.lease_path)  # after the write: a reader that went away holds nothing
 
     def hello(self) -> protocol.Record:
         # Inventory may be slow (NVML init, a first statvfs): allow more than one tick.

@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tidectl.console.commands import (
         audit,
         console,
+        cost,
         demo,
+        events,
         lifecycle,
         nodes,
         run,
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_parser(commands)
     run.add_parser(commands)
     nodes.add_parser(commands)
+    events.add_parser(commands)
+    cost.add_parser(commands)
     lifecycle.add_parsers(commands)
     serve.add_parser(commands)
     slurm.add_parser(commands)
@@ -84,7 +88,9 @@ def _run_console_command(args: argparse.Namespace) -> int:
     from tidectl.console.commands import (
         audit,
         console,
+        cost,
         demo,
+        events,
         lifecycle,
         nodes,
         run,
@@ -104,6 +110,8 @@ def _run_console_command(args: argparse.Namespace) -> int:
         "console": console.main,
         "demo": demo.main,
         "nodes": nodes.main,
+        "events": events.main,
+        "cost": cost.main,
         "serve": serve.main,
         "slurm": slurm.main,
         "audit": audit.main,
@@ -116,3 +124,4 @@ def _run_console_command(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+

@@ -67,6 +67,11 @@ class Collector:
         self.lines_decoded = 0
         self.lines_refused = 0
 
+    @property
+    def package(self) -> AgentPackage | None:
+        """The agent this collector deploys to nodes (None when it streams no agents)."""
+        return self._package
+
     def _link(self, spec: NodeSpec) -> NodeLink:
         return NodeLink(
             spec,

@@ -130,7 +130,12 @@ async def _watch(config: ClusterConfig, seconds: float) -> _Watched:
     fleet = Fleet(config.nodes, config.health)
     try:
         plane = await assemble(
-            config, fleet=fleet, in_process_sim=True, workload=DEMO_WORKLOAD, who="tidectl demo"
+            config,
+            fleet=fleet,
+            in_process_sim=True,
+            workload=DEMO_WORKLOAD,
+            who="tidectl demo",
+            policies=True,
         )
     except AssemblyError as error:
         raise DemoError(f"the demo's control plane cannot start: {error}") from None

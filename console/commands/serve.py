@@ -49,6 +49,17 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--metrics", metavar="HOST:PORT", help="serve Prometheus metrics there, e.g. 127.0.0.1:9464"
     )
+    parser.add_argument(
+        "--policy-dry-run",
+        action="store_true",
+        help="run the policy loop without acting: print what it would do ([policies], "
+        "docs/policies.md)",
+    )
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(f"tidectl serve: {line}", flush=True)
 
 
 def default_socket(store: Path, cluster: str) -> Path:
@@ -68,7 +79,14 @@ async def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         store = store_path(config, args.store)
-        plane = await assemble(config, store=store, in_process_sim=True, who="tidectl serve")
+        plane = await assemble(
+            config,
+            store=store,
+            in_process_sim=True,
+            who="tidectl serve",
+            policies=True,
+            policy_dry_run=args.policy_dry_run,
+        )
     except AssemblyError as error:
         raise UsageError(str(error)) from None
     socket_path = args.socket or config.server.socket or default_socket(store, config.name)
@@ -81,6 +99,8 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with plane:
+            if args.policy_dry_run and plane.policy is not None:
+                plane.policy.listeners.append(_print_lines)
             await service.start()
             if metrics_address:
                 metrics = MetricsServer(FleetCollector(plane.fleet, plane), metrics_address)

@@ -81,6 +81,10 @@ class BootstrapSettings:
     host_ca: Path | None = None
 
 
+#: What a node's watchdog runs to power it off: cloud images let their login user do it.
+DEFAULT_WATCHDOG_POWEROFF = "sudo systemctl poweroff"
+
+
 @dataclass(frozen=True, slots=True)
 class PoolPolicy:
     """``[pools.policy]``: the automation that keeps a pool's size honest (``console/policy``).
@@ -105,6 +109,12 @@ class PoolPolicy:
     cooldown_s: float = 600.0
     #: Drain (then terminate) a node this long after it was launched; None: no limit.
     max_lifetime_s: float | None = None
+    #: The node-side watchdog's lease: a cloud node whose agent no control plane has streamed
+    #: for this long powers itself off, if idle (``tidectl/agents/watchdog.py``); None: no
+    #: watchdog.
+    watchdog_lease_s: float | None = None
+    #: The shell command the watchdog powers its node off with.
+    watchdog_poweroff: str = DEFAULT_WATCHDOG_POWEROFF
 
 
 @dataclass(frozen=True, slots=True)

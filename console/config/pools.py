@@ -278,6 +278,13 @@ def _read_policy(table: Table | None, max_nodes: int) -> PoolPolicy:
         pending_for_s=table.number("pending_for_s", defaults.pending_for_s, at_least=0.0),
         cooldown_s=table.number("cooldown_s", defaults.cooldown_s, at_least=0.0),
         max_lifetime_s=seconds("max_lifetime_s", None),
+        watchdog_lease_s=seconds("watchdog_lease_s", None),
+        watchdog_poweroff=table.string(
+            "watchdog_poweroff",
+            defaults.watchdog_poweroff,
+            example='watchdog_poweroff = "sudo systemctl poweroff"',
+        )
+        or defaults.watchdog_poweroff,
     )
     table.finish()
     return policy

@@ -73,13 +73,17 @@ async def assemble(
     fleet: Fleet | None = None,
     interval_s: float = RECONCILE_INTERVAL_S,
     who: str = "a tidectl control plane",
+    policies: bool = False,
+    policy_dry_run: bool = False,
 ) -> ControlPlane:
     """The control plane for ``config``. ``collect``: watch the nodes' agents over SSH (which
     cloud nodes need to pass the admission gate); ``watch_onprem``: the configured machines
     too, not only cloud nodes. ``workload``: the sim scheduler's job stream (the demo's).
     ``fleet``: the fleet to fill (a console shows its own before the plane is up); by default
     a new one. ``who`` names this control plane in the store's lock (one per store: a second
-    is refused with a sentence naming the first)."""
+    is refused with a sentence naming the first). ``policies``: run the policy loop (the
+    long-running planes: serve, the console, the demo), as ``[policies]`` says;
+    ``policy_dry_run``: it decides and reports, and does nothing."""
     _refuse_what_cannot_run(config, in_process_sim)
     closers: list[Closer] = []
     path = store_path(config, store)
@@ -111,6 +115,7 @@ async def assemble(
             fleet = Fleet(watched.nodes, config.health)
         background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         bootstrapper: Bootstrapper | None = None
+        collector: Collector | None = None
         host_keys = HostKeyTrust(config)
         if collect:
             collector = Collector(watched, fleet)
@@ -157,6 +162,9 @@ async def assemble(
         interval_s=interval_s,
         audit=audit,
         host_keys=host_keys,
+        policies=policies,
+        policy_dry_run=policy_dry_run,
+        collector=collector,
     )
 
 

@@ -25,10 +25,15 @@ class Frontend(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """A person (their login name) or automation, and the front end they came through."""
+    """A person (their login name) or automation, and the front end they came through.
+
+    ``origin`` says what the request came from within that front end, for the audit log: a
+    playbook's path and the SHA-256 of its content (``playbook:/abs/x.yaml sha256:…``). It is
+    the front end's own word, kept beside the identity, never instead of it."""
 
     user: str
     frontend: Frontend
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         if not self.user or any(c.isspace() for c in self.user):
@@ -36,9 +41,9 @@ class Caller:
         object.__setattr__(self, "frontend", Frontend(self.frontend))
 
     @classmethod
-    def local(cls, frontend: Frontend) -> Caller:
+    def local(cls, frontend: Frontend, origin: str | None = None) -> Caller:
         """The person running this process (their login name), through ``frontend``."""
-        return cls(getpass.getuser(), frontend)
+        return cls(getpass.getuser(), frontend, origin)
 
     def __str__(self) -> str:
         return f"{self.user} ({self.frontend})"

@@ -18,19 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from tidectl.console.audit import AuditLog, AuditPage, AuditQuery, AuditReader, AuditUnavailable
 from tidectl.console.config.model import ClusterConfig, PoolSpec
 from tidectl.console.control.caller import Caller, Frontend, new_request_id
 from tidectl.console.control.errors import ControlError, Failed, Refused
 from tidectl.console.control.host_keys import HostKeyRefused, HostKeyTrust, PresentedKey
-from tidectl.console.control.roles import Roles
+from tidectl.console.control.roles import POLICY_ACTIONS, POLICY_ACTOR, Access, Roles
 from tidectl.console.control.sovereignty import burst_class
+from tidectl.console.cost.budgets import budget_refusal, budgets_for
+from tidectl.console.cost.report import CostReport, cost_report
+from tidectl.console.cost.usage import UsageMeter
 from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.burst import BurstRefused, BurstResult
 from tidectl.console.lifecycle.engine import Engine, ReconcileResult
@@ -43,6 +47,11 @@ from tidectl.console.lifecycle.store import Store
 from tidectl.console.nodesets import expand
 from tidectl.console.providers.base import ProviderError
 from tidectl.console.scheduler.base import Job, Scheduler, SchedulerError, SchedulerSnapshot
+
+if TYPE_CHECKING:
+    from tidectl.console.collector import Collector
+    from tidectl.console.policy.loop import PolicyLoop
+    from tidectl.console.transport.link import CommandResult
 
 __all__ = ["AUDIT_LIMIT", "RECONCILE_INTERVAL_S", "ControlPlane", "Progress", "refusal"]
 
@@ -91,8 +100,14 @@ class ControlPlane:
         interval_s: float = RECONCILE_INTERVAL_S,
         audit: AuditLog | None = None,
         host_keys: HostKeyTrust | None = None,
+        policies: bool = False,
+        policy_dry_run: bool = False,
+        collector: Collector | None = None,
     ) -> None:
         self.config = config
+        #: The agents' SSH connections (``assemble`` passes the one it runs): what
+        #: :meth:`run_command` runs commands over. None: this plane reaches no node itself.
+        self._collector = collector
         #: Who may do what (``[roles]``); checked for every action in ``_begin``.
         self.roles = Roles(config.roles, config.path)
         #: Where every decision and outcome is recorded (None: not audited, as in tests that
@@ -103,6 +118,9 @@ class ControlPlane:
         self.store = store
         self.engine = engine
         self.fleet = fleet
+        #: What each billing cloud node does with its hours (``cost.usage``): metered after
+        #: the reconcile passes, at most every 15 s.
+        self.meter = UsageMeter(store, config.pools, fleet, clock=engine.now)
         #: On-prem host keys a person accepts in the console (``control.host_keys``).
         self._host_keys = host_keys or HostKeyTrust(config)
         self._scheduler = scheduler
@@ -110,6 +128,11 @@ class ControlPlane:
         self._closers = list(closers)
         self._lock_file = lock
         self._interval_s = interval_s
+        #: Run the policy loop (``console/policy``) with the other loops, when cluster.toml's
+        #: ``[policies]`` has it enabled: the long-running planes (serve, console, demo).
+        self._policies = policies
+        self._policy_dry_run = policy_dry_run
+        self.policy: PolicyLoop | None = None
         self._lock = asyncio.Lock()
         self._poke = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -130,6 +153,11 @@ class ControlPlane:
         loop = asyncio.get_running_loop()
         for job in self._background:
             self._tasks.append(loop.create_task(job()))
+        if self._policies and self.config.policies.enabled:
+            from tidectl.console.policy.loop import PolicyLoop  # it drives this class
+
+            self.policy = PolicyLoop(self, dry_run=self._policy_dry_run)
+            self._tasks.append(loop.create_task(self.policy.run(), name="policy"))
         self._tasks.append(loop.create_task(self._reconcile_loop(), name="reconcile"))
 
     async def aclose(self) -> None:
@@ -181,11 +209,25 @@ class ControlPlane:
         """One reconcile pass now (observe, plan, act)."""
         async with self._lock:
             result = await self.engine.reconcile_once()
+            self._meter()
         self.last_pass = result
         self._report([f"{r.node}: {r.sentence}" for r in result.reports])
         async with self._changed:
             self._changed.notify_all()
         return result
+
+    def _meter(self) -> None:
+        """Meter usage after a pass, under the pass's lock (the store has one writer). A
+        meter that cannot write is reported; the pass stands."""
+        try:
+            self.meter.record(self.engine.scheduler_seen)
+        except (StoreError, sqlite3.Error) as error:
+            _log.warning("usage metering failed: %s", error)
+            self._report([f"usage metering failed: {error}"])
+
+    def report(self, sentences: Sequence[str]) -> None:
+        """Add sentences for the events view (the policy loop's decisions)."""
+        self._report(sentences)
 
     def _report(self, sentences: Sequence[str]) -> None:
         self.reports.extend(sentences)
@@ -204,17 +246,25 @@ class ControlPlane:
         request_id: str | None = None,
         token: str | None = None,
         data_class: str | None = None,
+        why: str | None = None,
     ) -> BurstResult:
         """Add ``count`` nodes to ``pool`` (a delta), or bring it to ``ensure`` live nodes (a
         target: asking twice adds nothing the second time). The burst carries ``data_class``
         (else the pool's); a region the class may not be processed in is refused before
-        anything is written or asked of a cloud (``control.sovereignty``)."""
+        anything is written or asked of a cloud (``control.sovereignty``), and so is a burst
+        that would pass a budget within its first hour (``cost.budgets``). ``why``: the
+        reason kept with it (the policy's rule)."""
         asked = {"count": count, "ensure": ensure, "data_class": data_class, "token": token}
+        if why is not None:
+            asked["why"] = why
         rid = await self._begin(caller, "burst", request_id, [pool], asked)
         spec = self.pool(pool)
         carried = None
         if spec is not None:
             carried, refusal = burst_class(self.config, spec, data_class)
+            if refusal is not None:
+                raise await self._refuse(rid, refusal)
+            refusal = await self._over_budget(spec, count, ensure)
             if refusal is not None:
                 raise await self._refuse(rid, refusal)
         return await self._act(
@@ -228,7 +278,35 @@ class ControlPlane:
                 request_id=rid,
                 token=token,
                 data_class=carried,
+                why=why,
             ),
+        )
+
+    async def _over_budget(
+        self, pool: PoolSpec, count: int | None, ensure: int | None
+    ) -> str | None:
+        """Why a burst would pass a budget, or None (no budget covers the pool, or it fits)."""
+        if not budgets_for(self.config.budgets, pool.name):
+            return None
+        adding = count
+        if adding is None:
+            live = self.store.nodes(pool.name, live_only=True)
+            adding = max(0, (ensure or 0) - len(live))
+        if adding <= 0:
+            return None
+        price = await self.engine.price_of(pool.name)
+        if price is None:
+            return (
+                f"pool {pool.name} has budgets but no known price, so a burst cannot be "
+                "checked against them; set price_per_hour in its [[pools]] table"
+            )
+        return budget_refusal(
+            self.config.budgets,
+            self.store,
+            pool.name,
+            count=adding,
+            price_per_hour=price,
+            now=self.engine.now(),
         )
 
     async def drain(
@@ -297,6 +375,51 @@ class ControlPlane:
                 burst_intent, actor=caller.user, frontend=caller.frontend, request_id=rid
             ),
         )
+
+    async def run_command(
+        self,
+        caller: Caller,
+        nodes: str | Sequence[str],
+        command: str,
+        *,
+        timeout_s: float = 30.0,
+        request_id: str | None = None,
+    ) -> list[CommandResult]:
+        """Run ``command`` on every one of ``nodes`` at once, over the connections the
+        collector keeps to their agents (no new SSH session is opened), each bounded by
+        ``timeout_s``. An action like the others: the operator role, the decision in the audit
+        log before any node is reached, and the outcome after. Returns one result per node,
+        in the order named (a node that could not run it has ``exit_status`` None and the
+        error). Refused when this plane watches no agents, or for a node it does not watch."""
+        params = {"command": command, "timeout_s": timeout_s}
+        rid = await self._begin(caller, "run", request_id, _listed(nodes), params)
+        names = await self._names(nodes, rid)
+        if self._collector is None:
+            raise await self._refuse(
+                rid,
+                "this control plane watches no agents, so it has no connections to run a "
+                "command over; run it where the collector runs (tidectl serve, the console) or "
+                "use tidectl run",
+            )
+        unwatched = [name for name in names if name not in self._collector.links]
+        if unwatched:
+            raise await self._refuse(
+                rid,
+                f"not watched by this control plane: {', '.join(unwatched[:5])}; a command runs "
+                "only on configured nodes and on cloud nodes that have joined",
+            )
+        results = list(
+            await asyncio.gather(
+                *(self._collector.run_on(name, command, timeout_s) for name in names)
+            )
+        )
+        worst = max((r.exit_status for r in results if r.exit_status is not None), default=0)
+        exit_status = 255 if any(r.exit_status is None for r in results) else worst
+        succeeded = sum(1 for r in results if r.exit_status == 0)
+        await self._outcome(
+            rid, f"done: exit {exit_status}, {succeeded} of {len(results)} node(s) succeeded"
+        )
+        return results
 
     # -- host identity ----------------------------------------------------------------------
 
@@ -445,7 +568,7 @@ class ControlPlane:
         anything happens. Fails closed: a log that cannot be written refuses the action.
         Raises ``Refused`` with the sentence when denied."""
         rid = request_id or new_request_id()
-        access = self.roles.check(caller.user, action)
+        access = self._access(caller, action)
         self._asked[rid] = (caller, action, tuple(targets))
         while len(self._asked) > _ASKED_KEPT:
             self._asked.pop(next(iter(self._asked)))
@@ -466,12 +589,31 @@ class ControlPlane:
         _log.info("%s asks %s (request %s; %s)", caller, action, rid, access.rule)
         return rid
 
+    def _access(self, caller: Caller, action: str) -> Access:
+        """People by ``[roles]``; the control plane's own automation by what cluster.toml
+        lets it do. Only this process makes ``service`` callers: the service refuses a client
+        that claims to be one."""
+        if caller.frontend is not Frontend.SERVICE:
+            return self.roles.check(caller.user, action)
+        if caller.user == POLICY_ACTOR and action in POLICY_ACTIONS:
+            if self.config.policies.enabled:
+                return Access(True, "[policies] enabled: the policy loop acts for the cluster")
+            return Access(False, "[policies] enabled = false", "the policy loop is turned off")
+        return Access(
+            False,
+            "automation",
+            f"{caller.user} ({caller.frontend}) may not {action}: the control plane's own "
+            "automation acts only as the policy loop",
+        )
+
     async def _audit(
         self, rid: str, decision: str, rule: str, outcome: str, params: Mapping[str, Any]
     ) -> None:
         if self.audit is None:
             return
         caller, action, targets = self._asked[rid]
+        if caller.origin is not None:  # what within the front end asked: a playbook's file
+            params = {**params, "origin": caller.origin}
         # The fsync is the point and takes milliseconds: off the event loop.
         await asyncio.to_thread(
             self.audit.append,
@@ -575,10 +717,27 @@ class ControlPlane:
         """Lifecycle moves since row ``after_id`` (for an events view)."""
         return self.store.transitions_since(after_id, limit)
 
+    @property
+    def has_scheduler(self) -> bool:
+        return self._scheduler is not None
+
     def scheduler_snapshot(self) -> SchedulerSnapshot | None:
         """The scheduler's nodes and jobs as the last reconcile pass read them (None without a
         scheduler, or before a pass): Slurm's state and jobs for a view, and pending demand."""
         return self.engine.scheduler_seen
+
+    async def scheduler_now(self) -> SchedulerSnapshot | None:
+        """The scheduler's nodes and jobs, asked now rather than as the last pass read them:
+        for a front end that reads without running the loop (a playbook's ``--check``). None
+        without a scheduler. Raises ``Failed`` when the scheduler cannot be asked."""
+        if self._scheduler is None:
+            return None
+        try:
+            nodes = await self._scheduler.nodes()
+            jobs = await self._scheduler.jobs()
+        except SchedulerError as error:
+            raise Failed(f"the scheduler cannot be asked: {error}", request_id="") from None
+        return SchedulerSnapshot(tuple(nodes), tuple(jobs))
 
     def last_transition_id(self) -> int:
         return self.store.last_transition_id()
@@ -633,6 +792,19 @@ class ControlPlane:
             return await asyncio.to_thread(self._audit_reader.page, query, max(0, limit))
         except AuditUnavailable as error:
             raise Failed(f"the audit log cannot be read: {error}", request_id="") from None
+
+    async def cost_report(self, caller: Caller, *, since: float | None = None) -> CostReport:
+        """What the cluster burns now and spent since ``since`` (epoch seconds; default the
+        UTC day), per pool, burst and node, each burst's P&L and the budgets
+        (``cost.report``). A read: the caller needs a viewer's role. Raises ``Refused`` for a
+        caller without one, ``Failed`` when the store cannot be read."""
+        access = self.roles.check(caller.user, "read")
+        if not access.allowed:
+            raise Refused(access.sentence, request_id="")
+        try:
+            return cost_report(self.store, self.config, self.engine.now(), since)
+        except (StoreError, sqlite3.Error) as error:
+            raise Failed(f"the cost ledger cannot be read: {error}", request_id="") from None
 
 
 def refusal(error: ControlError) -> str:

@@ -23,7 +23,7 @@ from typing import Final
 
 from tidectl.console.config.model import Role, RolesSettings
 
-__all__ = ["ACTION_ROLES", "Access", "Roles", "groups_of"]
+__all__ = ["ACTION_ROLES", "POLICY_ACTIONS", "POLICY_ACTOR", "Access", "Roles", "groups_of"]
 
 #: The least role each action needs. Reads (the fleet, nodes, waits, prices) need a viewer.
 ACTION_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
@@ -43,6 +43,12 @@ ACTION_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "slurm-never-registered": Role.ADMIN,  # Slurm's ResumeFailProgram ends instances
     }
 )
+
+
+#: The policy loop's name in the audit log and the nodes' history, and what it may do when
+#: ``[policies]`` is enabled (``console/policy``): the cluster's own config allows it.
+POLICY_ACTOR: Final = "policy"
+POLICY_ACTIONS: Final = frozenset({"burst", "drain", "terminate"})
 
 
 @dataclass(frozen=True, slots=True)

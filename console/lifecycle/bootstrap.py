@@ -36,6 +36,7 @@ from tidectl.console.providers.base import (
     Provider,
     ProviderError,
 )
+from tidectl.console.transport.deploy import watchdog_command
 from tidectl.console.transport.printed_keys import (
     HostKeysNotYet,
     HostKeysRefused,
@@ -145,6 +146,21 @@ class Bootstrapper:
                 f": {said}" if said else ""
             )
         return None
+
+    def watchdog_command(self, node: str, pool: PoolSpec) -> str | None:
+        """The command that starts ``node``'s watchdog over the agent the collector deploys,
+        with ``pool``'s policy; None when the pool has no watchdog or no agent is deployed."""
+        package, lease_s = self._collector.package, pool.policy.watchdog_lease_s
+        if package is None or lease_s is None:
+            return None
+        return watchdog_command(
+            package,
+            self._collector.config.agent,
+            node=node,
+            lease_s=lease_s,
+            poweroff=pool.policy.watchdog_poweroff,
+            idle_gpu_util_below=pool.policy.idle_gpu_util_below,
+        )
 
     def admission(self, node: str) -> Admission:
         """The admission gate's verdict on ``node``, with its sentence."""

@@ -157,10 +157,12 @@ class Burster:
         token: str | None,
         names: Sequence[str] | None = None,
         data_class: str | None = None,
+        why: str | None = None,
     ) -> BurstResult:
         """Add ``count`` nodes, bring the pool to ``ensure`` live nodes, or launch the Slurm
         CLOUD nodes ``names`` (those of the pool's ``slurm_nodes`` not live already: asking
-        again launches nothing twice)."""
+        again launches nothing twice). ``why``: the reason the nodes' history keeps (a
+        policy's rule)."""
         pool, provider = self._check(pool_name, count, ensure, names)
         token = token or default_token(request_id)
         store, now = self._store, self._clock()
@@ -198,7 +200,7 @@ class Burster:
                 pool.name, intent.id, 0, 0, (), sentence=self._nothing_to_do(pool, live, ensure)
             )
         chosen = free if free is not None else self._new_names(pool, intent.id, wanted)
-        reason = f"burst of {wanted} asked by {actor} ({frontend})"
+        reason = f"burst of {wanted} asked by {actor} ({frontend})" + (f": {why}" if why else "")
         for name in chosen:
             if store.node(name) is None:
                 store.add_node(

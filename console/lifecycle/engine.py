@@ -46,6 +46,7 @@ from tidectl.console.lifecycle.states import (
     timeouts,
 )
 from tidectl.console.lifecycle.store import Store
+from tidectl.console.lifecycle.watchdogs import Watchdogs
 from tidectl.console.providers.base import (
     CLUSTER_TAG,
     DATA_CLASS_TAG,
@@ -175,6 +176,7 @@ class Engine:
         #: The scheduler's node names as of the last observe (a join needs no second ask).
         self._in_scheduler: set[str] = set()
         self._join_commands_run: set[str] = set()  # nodes whose join command succeeded
+        self._watchdogs = Watchdogs(linker, pools, lambda name: health(name) is not None)
         #: The scheduler's nodes and jobs as the last pass read them (None before one has).
         self.scheduler_seen: SchedulerSnapshot | None = None
         #: Nodes whose link was refused, with the sentence (reported once, not every pass).
@@ -208,9 +210,10 @@ class Engine:
         token: str | None = None,
         names: Sequence[str] | None = None,
         data_class: str | None = None,
+        why: str | None = None,
     ) -> BurstResult:
         """Add ``count`` nodes to ``pool``, bring it to ``ensure`` live nodes, or launch its
-        Slurm CLOUD nodes ``names`` (those not live already).
+        Slurm CLOUD nodes ``names`` (those not live already); ``why`` goes in their history.
 
         Refuses (BurstRefused) an unknown pool, a count below 1, or more than the pool's
         max_nodes; the same ``token`` (default: from ``request_id``) never launches twice.
@@ -225,6 +228,7 @@ class Engine:
             token=token,
             names=names,
             data_class=data_class,
+            why=why,
         )
 
     async def price_of(self, pool_name: str) -> float | None:
@@ -520,6 +524,7 @@ class Engine:
                 await self._linker.unlink(name)
                 # A name launched again (a Slurm CLOUD node) is a new machine: join it anew.
                 self._join_commands_run.discard(name)
+                self._watchdogs.forget(name)
                 self.link_refusals.pop(name, None)
         for name, record in should.items():
             if self._linker.linked(name):
@@ -530,7 +535,12 @@ class Engine:
                 reports.append(Report(name, refusal))
             if refusal is not None:
                 self.link_refusals[name] = refusal
+        reports += await self._watchdogs.start((name, r.pool) for name, r in should.items())
         return reports
+
+    def now(self) -> float:
+        """The store's clock (wall-clock seconds; a test's own)."""
+        return self._clock()
 
     def plan(self, seen: Observation, records: Sequence[NodeRecord] | None = None) -> list[Action]:
         """The planner's actions, pool by pool, so each pool's nodes get its timeouts.

@@ -102,6 +102,28 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 2: a cloud node's price, so the store can open its ledger stretch in the same
     # transaction as the move that starts the billing (NULL: not known, billed at 0).
     ("ALTER TABLE nodes ADD COLUMN price_per_hour REAL",),
+    # 3: the usage meter (``console/cost/usage.py``): per billing cloud node, burst and UTC
+    # hour, the seconds metered, GPU-seconds used, and the seconds and dollars it sat idle.
+    # ``first_at``/``last_at`` bound the metered span inside the hour, so a window that starts
+    # within it counts its share. ``intent_id`` is '' for none: NULLs would never conflict.
+    (
+        """CREATE TABLE usage (
+            node TEXT NOT NULL REFERENCES nodes (name),
+            intent_id TEXT NOT NULL DEFAULT '',
+            pool TEXT NOT NULL,
+            hour REAL NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            up_s REAL NOT NULL DEFAULT 0,
+            gpu_s REAL NOT NULL DEFAULT 0,
+            idle_s REAL NOT NULL DEFAULT 0,
+            idle_usd REAL NOT NULL DEFAULT 0,
+            last_idle INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (node, intent_id, hour)
+        )""",
+        "CREATE INDEX usage_by_hour ON usage (hour)",
+        "CREATE INDEX usage_by_intent ON usage (intent_id, hour)",
+    ),
 )
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "IntentStatus",
     "LedgerEntry",
     "NodeRecord",
+    "UsageRow",
 ]
 
 #: A decoded JSON object (``detail``).
@@ -111,3 +112,26 @@ class LedgerEntry:
         """Dollars spent from the start up to ``until`` (or the stop, when earlier)."""
         end = until if self.stopped_at is None else min(self.stopped_at, until)
         return self.price_per_hour * max(0.0, end - self.started_at) / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """What the usage meter saw of one billing cloud node, for one burst, in one UTC hour.
+
+    ``first_at``..``last_at`` is the span it was metered in (inside ``hour``, which starts the
+    hour); ``up_s`` the seconds metered, ``gpu_s`` the GPU-seconds used (each GPU's
+    utilisation fraction times the seconds), ``idle_s``/``idle_usd`` the seconds it sat idle
+    and what they cost, ``last_idle`` whether it was idle when last metered.
+    """
+
+    node: str
+    pool: str
+    intent_id: str | None
+    hour: float
+    first_at: float
+    last_at: float
+    up_s: float
+    gpu_s: float
+    idle_s: float
+    idle_usd: float
+    last_idle: bool

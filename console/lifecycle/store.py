@@ -49,6 +49,7 @@ from tidectl.console.lifecycle.records import (
     JsonObject,
     LedgerEntry,
     NodeRecord,
+    UsageRow,
 )
 from tidectl.console.lifecycle.states import (
     NodeKind,
@@ -370,6 +371,28 @@ class Store:
         )
         return [(row["id"], _transition(row)) for row in rows]
 
+    def moves(
+        self,
+        since: float,
+        *,
+        node: str | None = None,
+        actor: str | None = None,
+        limit: int = 200,
+    ) -> list[Transition]:
+        """The newest ``limit`` moves at or after ``since`` (of ``node``, by ``actor``),
+        oldest first: ``tidectl events``."""
+        where, args = ["at >= :since"], {"since": since, "node": node, "actor": actor}
+        if node is not None:
+            where.append("node = :node")
+        if actor is not None:
+            where.append("actor = :actor")
+        rows = self._db.execute(
+            "SELECT id, node, before_state, after_state, at, reason, actor, request_id "
+            f"FROM transitions WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
+            {**args, "limit": limit},
+        ).fetchall()
+        return [_transition(row) for row in reversed(rows)]
+
     def last_transition_id(self) -> int:
         """The row id of the newest move (0 when none): where a reader starts that wants
         only the latest moves, not the whole history."""
@@ -655,12 +678,31 @@ class Store:
             db.execute("UPDATE ledger SET stopped_at = ? WHERE id = ?", (stopped, entry.id))
         return replace(entry, stopped_at=stopped)
 
-    def ledger(self, node: str | None = None) -> list[LedgerEntry]:
+    def ledger(
+        self,
+        node: str | None = None,
+        *,
+        intent_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[LedgerEntry]:
+        """Billing stretches, oldest first: a node's, a burst's (``intent_id``), or those
+        that overlap ``since``..``until`` (an open stretch reaches to any ``until``)."""
+        where: list[str] = []
+        args: list[object] = []
+        for column, value in (("node", node), ("intent_id", intent_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("(stopped_at IS NULL OR stopped_at > ?)")
+            args.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            args.append(until)
         sql = f"SELECT {_LEDGER_COLUMNS} FROM ledger"
-        args: tuple[str, ...] = ()
-        if node is not None:
-            sql += " WHERE node = ?"
-            args = (node,)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         return [_ledger(row) for row in self._db.execute(sql + " ORDER BY id", args)]
 
     def spend(
@@ -707,6 +749,71 @@ class Store:
             args = (pool,)
         return float(self._db.execute(sql, args).fetchone()[0])
 
+    # -- usage meter ----------------------------------------------------------------------
+
+    def add_usage(self, rows: Iterable[UsageRow]) -> int:
+        """Add one metering pass, in one transaction: each row's seconds and dollars to the
+        bucket of its node, burst and hour (created when new). Returns the rows written."""
+        values = [
+            (
+                row.node,
+                row.intent_id or "",
+                row.pool,
+                row.hour,
+                row.first_at,
+                row.last_at,
+                row.up_s,
+                row.gpu_s,
+                row.idle_s,
+                row.idle_usd,
+                int(row.last_idle),
+            )
+            for row in rows
+        ]
+        if not values:
+            return 0
+        with self._writing() as db:
+            # Every right-hand side reads the row as it was before this update.
+            db.executemany(
+                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (node, intent_id, hour) DO UPDATE SET "
+                "first_at = MIN(first_at, excluded.first_at), "
+                "last_at = MAX(last_at, excluded.last_at), "
+                "up_s = up_s + excluded.up_s, gpu_s = gpu_s + excluded.gpu_s, "
+                "idle_s = idle_s + excluded.idle_s, idle_usd = idle_usd + excluded.idle_usd, "
+                "last_idle = CASE WHEN excluded.last_at >= last_at "
+                "THEN excluded.last_idle ELSE last_idle END",
+                values,
+            )
+        return len(values)
+
+    def usage(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        intent_id: str | None = None,
+    ) -> list[UsageRow]:
+        """The meter's hourly rows whose metered span overlaps ``since``..``until``, or a
+        burst's (``intent_id``), by hour then node."""
+        where: list[str] = []
+        args: list[object] = []
+        if since is not None:
+            where.append("last_at > ?")
+            args.append(since)
+        if until is not None:
+            where.append("first_at < ?")
+            args.append(until)
+        if intent_id is not None:
+            where.append("intent_id = ?")
+            args.append(intent_id)
+        sql = f"SELECT {_USAGE_COLUMNS} FROM usage"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        cursor = self._db.cursor()
+        cursor.row_factory = None
+        return [_usage(row) for row in cursor.execute(sql + " ORDER BY hour, node", args)]
+
 
 # -- rows <-> records ---------------------------------------------------------------------
 
@@ -736,6 +843,9 @@ _INSTANCE_COLUMNS = (
     "terminated_at, confirmed_terminated, tags, last_seen_state, last_seen_at"
 )
 _LEDGER_COLUMNS = "id, node, pool, intent_id, started_at, stopped_at, price_per_hour"
+_USAGE_COLUMNS = (
+    "node, intent_id, pool, hour, first_at, last_at, up_s, gpu_s, idle_s, idle_usd, last_idle"
+)
 
 
 _KINDS: Final = {kind.value: kind for kind in NodeKind}
@@ -785,6 +895,14 @@ def _instance(row: sqlite3.Row) -> InstanceRecord:
 
 def _ledger(row: sqlite3.Row) -> LedgerEntry:
     return LedgerEntry(**dict(row))
+
+
+def _usage(row: tuple[Any, ...]) -> UsageRow:
+    """A usage row from a plain tuple in ``_USAGE_COLUMNS`` order."""
+    node, intent, pool, hour, first, last, up, gpu, idle, idle_usd, last_idle = row
+    return UsageRow(
+        node, pool, intent or None, hour, first, last, up, gpu, idle, idle_usd, bool(last_idle)
+    )
 
 
 def _transition(row: sqlite3.Row) -> Transition:

@@ -235,6 +235,9 @@ def _run_instances_params(request: LaunchRequest) -> dict[str, Any]:
         "MaxCount": request.count,
         "ClientToken": request.token,
         "TagSpecifications": [{"ResourceType": kind, "Tags": tags} for kind in resources],
+        # A node that powers itself off (its watchdog, when no control plane is left) must
+        # stop the bill, not leave a stopped instance and its volumes behind.
+        "InstanceInitiatedShutdownBehavior": "terminate",
     }
     if request.zone:
         params["Placement"] = {"AvailabilityZone": request.zone}

@@ -12,6 +12,10 @@ terminating, losing or reclaiming one instance closes exactly that node's SSH. T
 handed over in a :class:`SimEndpoint` for the engine to verify: nothing here asks anyone to
 trust a key blindly.
 
+A node that powers itself off (``sudo systemctl poweroff`` on its shell, as its watchdog
+does when no control plane holds its lease) is terminated, as EC2 terminates an instance
+launched with ``InstanceInitiatedShutdownBehavior=terminate``.
+
 Faults: :attr:`SimProvider.faults` plans launch faults (no capacity, errors, lost answers,
 boots that never finish); :meth:`SimProvider.vanish` and :meth:`SimProvider.interrupt` strike
 an instance that is already there.
@@ -347,7 +351,9 @@ class SimProvider:
             plan = await _in_thread_closing_on_cancel(
                 self._prepare, instance, options, self._client_key
             )
-            server = SimServer(options, plan=plan)
+            server = SimServer(
+                options, plan=plan, on_poweroff=lambda _node: self._powered_off(instance)
+            )
             instance.server = server
             await server.start()
         except (OSError, SimServerError) as exc:
@@ -371,6 +377,13 @@ class SimProvider:
         )
         instance.boot = None
         instance.move(InstanceState.RUNNING)
+
+    def _powered_off(self, instance: SimInstance) -> None:
+        """The node powered itself off (its watchdog, or ``sudo systemctl poweroff``): the
+        instance ends, as an EC2 instance launched with ``InstanceInitiatedShutdownBehavior=
+        terminate`` does."""
+        _log.info("sim instance %s powered itself off: terminating it", instance.instance_id)
+        self._begin_shutdown(instance)
 
     def _begin_shutdown(self, instance: SimInstance) -> None:
         """shutting-down now (synchronously: describe shows it at once), the rest in a task."""

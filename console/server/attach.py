@@ -30,6 +30,7 @@ from tidectl.console.config.model import PoolSpec
 from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.host_keys import PresentedKey
 from tidectl.console.control.plane import AUDIT_LIMIT
+from tidectl.console.cost.report import CostReport
 from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
@@ -236,6 +237,9 @@ class AttachedPlane:
 
     async def price_per_hour(self, pool: str) -> float | None:
         return await self.remote.price_per_hour(pool)
+
+    async def cost_report(self, caller: Caller, *, since: float | None = None) -> CostReport:
+        return await self.remote.cost_report(caller, since=since)
 
     async def audit_records(
         self,

@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import msgspec
 
@@ -24,12 +24,16 @@ from tidectl.console.control.caller import Caller, Frontend
 from tidectl.console.control.errors import ControlError, Failed, Refused
 from tidectl.console.control.host_keys import PresentedKey
 from tidectl.console.control.plane import AUDIT_LIMIT, Progress
+from tidectl.console.cost.report import CostReport
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import State
 from tidectl.console.scheduler.base import Job
 from tidectl.console.server.wire import MAX_LINE_BYTES, Request, decode_response, encode
+
+if TYPE_CHECKING:  # the transport pulls in asyncssh: imported when a command is run
+    from tidectl.console.transport.link import CommandResult
 
 __all__ = ["RemotePlane", "ServiceUnavailable"]
 
@@ -43,9 +47,12 @@ class ServiceUnavailable(ControlError):
 class RemotePlane:
     """One connection to ``tidectl serve`` at ``path``; ``async with`` (or connect/aclose)."""
 
-    def __init__(self, path: Path, frontend: Frontend) -> None:
+    def __init__(self, path: Path, frontend: Frontend, *, origin: str | None = None) -> None:
         self.path = path
         self.frontend = frontend
+        #: What this client's requests come from (a playbook's path and hash): said in the
+        #: hello, and kept by the service in the audit records of what it asks.
+        self.origin = origin
         self.user: str | None = None  # as the service saw us
         self.cluster: str | None = None
         self.reports: list[str] = []  # the service keeps its own; nothing is mirrored here
@@ -66,7 +73,10 @@ class RemotePlane:
                 "[server] socket)",
                 request_id="",
             ) from None
-        hello = await self._call("hello", {"frontend": str(self.frontend)})
+        said: dict[str, Any] = {"frontend": str(self.frontend)}
+        if self.origin is not None:
+            said["origin"] = self.origin
+        hello = await self._call("hello", said)
         self.user, self.cluster = hello["user"], hello["cluster"]
         return self
 
@@ -137,6 +147,22 @@ class RemotePlane:
         params = {"intent": burst_intent, "request_id": request_id}
         return _as(ActionResult, await self._call("cancel", params))
 
+    async def run_command(
+        self,
+        caller: Caller,
+        nodes: str | Sequence[str],
+        command: str,
+        *,
+        timeout_s: float = 30.0,
+        request_id: str | None = None,
+    ) -> list[CommandResult]:
+        """Run ``command`` on ``nodes`` over the service's connections to their agents."""
+        from tidectl.console.transport.link import CommandResult
+
+        params: dict[str, Any] = {"nodes": _listed(nodes), "command": command}
+        params |= {"timeout_s": timeout_s, "request_id": request_id}
+        return [_as(CommandResult, r) for r in await self._call("run", params)]
+
     async def nodes(self, pool: str | None = None) -> list[NodeRecord]:
         return [_as(NodeRecord, node) for node in await self._call("nodes", {"pool": pool})]
 
@@ -200,6 +226,10 @@ class RemotePlane:
         params = {"since": None if since is None else since.isoformat(), "limit": limit}
         params |= {"actor": actor, "action": action}
         return _as(AuditPage, await self._call("audit", params))
+
+    async def cost_report(self, caller: Caller, *, since: float | None = None) -> CostReport:
+        """The service's cost report (``ControlPlane.cost_report``)."""
+        return _as(CostReport, await self._call("cost", {"since": since}))
 
     async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey:
         """The host key an on-prem node presents now, fetched by the service."""

@@ -50,7 +50,7 @@ __all__ = ["Service", "ServiceError"]
 
 _log = logging.getLogger(__name__)
 #: Methods that only read: a viewer may call them (actions are checked by the plane).
-READS = frozenset({"nodes", "pools", "jobs", "price", "wait", "audit", "host-key"})
+READS = frozenset({"nodes", "pools", "jobs", "price", "wait", "audit", "host-key", "cost"})
 #: The longest a client may ask ``wait`` to wait, in seconds.
 MAX_WAIT_S = 24 * 3600.0
 #: The most audit records one ``audit`` answer holds: a few hundred bytes each, well under the
@@ -108,6 +108,8 @@ class Service:
             "slurm-resume-fail": self._slurm_resume_fail,
             "host-key": self._host_key,
             "accept-host-key": self._accept_host_key,
+            "cost": self._cost,
+            "run": self._run,
         }
         #: Long calls, which send interim answers (``more``) before the final one.
         self._long_handlers: dict[str, LongHandler] = {"wait": self._wait}
@@ -192,7 +194,7 @@ class Service:
     async def _conversation(
         self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        frontend = Frontend.CLI
+        frontend, origin = Frontend.CLI, None
         while True:
             try:
                 line = await reader.readuntil(b"\n")
@@ -208,12 +210,13 @@ class Service:
                 continue
             if request.method == "hello":
                 frontend, answer = self._hello(peer, request)
+                origin = _origin(request.params) if answer.error is None else None
                 await self._send(writer, answer)
                 continue
             if request.method == "subscribe":
-                await self._subscribe(Caller(peer.user, frontend), request, writer)
+                await self._subscribe(Caller(peer.user, frontend, origin), request, writer)
                 return  # a streaming connection takes no more requests
-            answer = await self._answer(Caller(peer.user, frontend), request, writer)
+            answer = await self._answer(Caller(peer.user, frontend, origin), request, writer)
             await self._send(writer, answer)
 
     async def _subscribe(
@@ -261,7 +264,9 @@ class Service:
         try:
             frontend = Frontend(request.params.get("frontend", "cli"))
         except ValueError:
-            known = ", ".join(f.value for f in Frontend)
+            frontend = Frontend.SERVICE
+        if frontend is Frontend.SERVICE:  # the plane's own automation: never a client
+            known = ", ".join(f.value for f in Frontend if f is not Frontend.SERVICE)
             return Frontend.CLI, _bad(request.id, f"front end must be one of {known}")
         result = {
             "protocol": PROTOCOL,
@@ -400,6 +405,24 @@ class Service:
     async def _price(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         return await self.plane.price_per_hour(_text(params, "pool"))
 
+    async def _run(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        timeout = params.get("timeout_s", 30.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise BadRequest("timeout_s must be a number of seconds above 0")
+        return await self.plane.run_command(
+            caller,
+            _nodes(params),
+            _text(params, "command"),
+            timeout_s=min(float(timeout), MAX_WAIT_S),
+            request_id=_optional_text(params, "request_id"),
+        )
+
+    async def _cost(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        since = params.get("since")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+            raise BadRequest("since must be a time in epoch seconds, or null for the UTC day")
+        return await self.plane.cost_report(caller, since=None if since is None else float(since))
+
     async def _audit(self, caller: Caller, params: Mapping[str, Any]) -> Any:
         since = _optional_text(params, "since")
         try:
@@ -416,6 +439,15 @@ class Service:
             action=_optional_text(params, "action"),
             limit=AUDIT_LIMIT if limit is None else limit,
         )
+
+
+def _origin(params: Mapping[str, Any]) -> str | None:
+    """What the client says its requests come from (a playbook's path and hash), for the
+    audit log: a label, never an identity; kept to one short line."""
+    origin = params.get("origin")
+    if not isinstance(origin, str) or not origin.strip():
+        return None
+    return " ".join(origin.split())[:1024]
 
 
 def _bad(request_id: int, message: str) -> Response:

@@ -55,10 +55,13 @@ import asyncssh
 import msgspec
 
 from tidectl.agents import protocol
+from tidectl.agents.lease import LOG_SUFFIX
+from tidectl.agents.lease import touch as touch_lease
 from tidectl.agents.pretty import render_facts, render_sample
 from tidectl.agents.probes.sim import SimNode, probes_for
 from tidectl.agents.runner import Stream
 from tidectl.console.sim import files
+from tidectl.console.sim import watchdog as sim_watchdog
 from tidectl.console.sim.defaults import (
     DEFAULT_ADDRESS,
     DEFAULT_BASE_PORT,
@@ -66,7 +69,16 @@ from tidectl.console.sim.defaults import (
     NODES_PER_WORKER,
 )
 from tidectl.console.sim.files import SimFilesError, SimLayout
-from tidectl.console.sim.shell import Action, NodeView, Reply, RunAgent, Sleep, interpret
+from tidectl.console.sim.shell import (
+    Action,
+    NodeView,
+    PowerOff,
+    Reply,
+    RunAgent,
+    Sleep,
+    interpret,
+    node_path,
+)
 
 #: Ports from here up are the kernel's ephemeral range, where outgoing connections (the
 #: console's own, a thousand of them) take their local ports: listeners stay below it.
@@ -418,10 +430,19 @@ class SimServer:
     ``await start()`` prepares the folder and ports (unless given a ``plan``) and opens the
     listeners; ``await close()`` ends every session and listener. In-process users (tests,
     a demo) use it directly; ``serve`` runs one per worker process.
+
+    ``on_poweroff(node)`` is called when a node powers itself off (``sudo systemctl
+    poweroff`` on its shell, or its watchdog); without it a node refuses to, with a sentence
+    (``tidectl sim serve``'s nodes have no power to cut).
     """
 
     def __init__(
-        self, options: SimOptions, *, plan: Plan | None = None, share: slice | None = None
+        self,
+        options: SimOptions,
+        *,
+        plan: Plan | None = None,
+        share: slice | None = None,
+        on_poweroff: Callable[[str], None] | None = None,
     ) -> None:
         self.options = options
         self.layout = SimLayout(options.out.resolve())
@@ -432,6 +453,9 @@ class SimServer:
         self._listeners: list[asyncssh.SSHAcceptor] = []
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._sessions: set[asyncio.Task[None]] = set()
+        self._on_poweroff = on_poweroff
+        #: Watchdogs running in the server, by node and lease file (as the node shows it).
+        self._watchdogs: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     @property
     def ports(self) -> list[int]:
@@ -514,10 +538,12 @@ class SimServer:
                 await asyncio.wait_for(
                     asyncio.gather(*waits, return_exceptions=True), _CLOSE_TIMEOUT_S
                 )
-        for task in list(self._sessions):
+        watchdogs = list(self._watchdogs.values())
+        for task in [*self._sessions, *watchdogs]:
             task.cancel()
-        if self._sessions:
-            await asyncio.wait(list(self._sessions), timeout=_CLOSE_TIMEOUT_S)
+        if self._sessions or watchdogs:
+            await asyncio.wait([*self._sessions, *watchdogs], timeout=_CLOSE_TIMEOUT_S)
+        self._watchdogs = {}
         self._listeners = []
         if self._plan is not None:
             self._plan.release()
@@ -567,7 +593,61 @@ class SimServer:
         if isinstance(action, Sleep):
             await asyncio.sleep(action.seconds)
             return 0
+        if isinstance(action, PowerOff):
+            refused = self._power_off(node)
+            if refused is not None:
+                process.stderr.write(f"{refused}\n".encode())
+                return 1
+            return 0
+        if action.args.agent_command == "watchdog":
+            return self._start_watchdog(action, node, process)
         return await self._agent(action, node, process)
+
+    def _power_off(self, node: _Node) -> str | None:
+        """Power ``node`` off; None when it goes, else why it cannot."""
+        if self._on_poweroff is None:
+            return (
+                f"tidectl sim: {node.name} cannot power off: the nodes of `tidectl sim serve` "
+                "have no power to cut (sim cloud instances do)"
+            )
+        _log.info("%s: powered off from its shell", node.name)
+        self._on_poweroff(node.name)
+        return None
+
+    def _run_poweroff(self, command: str, node: _Node) -> str | None:
+        """A watchdog's poweroff command, through the node's shell; None when it worked."""
+        action = interpret(command, self._view(node))
+        if isinstance(action, PowerOff):
+            return self._power_off(node)
+        if isinstance(action, Reply):
+            said = action.stderr.decode("utf-8", "replace").strip()[-200:]
+            return None if action.status == 0 else f"exit status {action.status}: {said}"
+        return f"{command!r} is not a command a simulated node runs from its watchdog"
+
+    def _start_watchdog(
+        self, run: RunAgent, node: _Node, process: asyncssh.SSHServerProcess[bytes]
+    ) -> int:
+        """Start the node's watchdog for this lease as a task of the server (it outlives the
+        session, as the real daemon does); a second start while one runs starts nothing."""
+        shown, lease = node_path(self._view(node), run.args.lease_file)
+        running = self._watchdogs.get((node.name, shown))
+        if running is not None and not running.done():
+            process.stdout.write(
+                f"tidectl agent watchdog: already watching {shown} (pid sim); nothing "
+                "started\n".encode()
+            )
+            return 0
+        lease.parent.mkdir(parents=True, exist_ok=True)
+        task = asyncio.get_running_loop().create_task(
+            sim_watchdog.watch(
+                run.args, lease, node.hardware, lambda: self._run_poweroff(run.args.poweroff, node)
+            ),
+            name=f"watchdog-{node.name}",
+        )
+        self._watchdogs[(node.name, shown)] = task
+        said = f"tidectl agent watchdog: watching {shown} (pid sim); log {shown}{LOG_SUFFIX}\n"
+        process.stdout.write(said.encode())
+        return 0
 
     async def _agent(
         self, run: RunAgent, node: _Node, process: asyncssh.SSHServerProcess[bytes]
@@ -593,7 +673,10 @@ class SimServer:
                 text = _json_text(record) if args.json else render_sample(hello, record)
                 process.stdout.write(text.encode())
                 return 0
-            return await _stream(stream, node.clock, process.channel, args.count)
+            lease = None
+            if args.lease_file is not None:
+                lease = node_path(self._view(node), args.lease_file)[1]
+            return await _stream(stream, node.clock, process.channel, args.count, lease)
         finally:
             stream.close()
 
@@ -616,8 +699,10 @@ async def _stream(
     clock: _TickClock,
     channel: asyncssh.SSHServerChannel[bytes],
     count: int | None,
+    lease: Path | None = None,
 ) -> int:
-    """A hello, then one sample per interval on a schedule that does not drift.
+    """A hello, then one sample per interval on a schedule that does not drift; ``lease``
+    (``--lease-file``) is touched after each, as the real agent does.
 
     A tick that finds the channel's buffer over the bound is skipped, not queued; ticks
     missed because the loop was late are skipped too, never sent in a burst.
@@ -625,6 +710,8 @@ async def _stream(
     loop = asyncio.get_running_loop()
     interval = stream.interval_s
     channel.write(encode(stream.hello()))
+    if lease is not None:
+        touch_lease(str(lease))
     next_tick = loop.time()  # the loop's clock is monotonic
     while True:
         if channel.get_write_buffer_size() <= WRITE_BUFFER_BOUND:
@@ -634,6 +721,8 @@ async def _stream(
             finally:
                 clock.held = None
             channel.write(encode(record))
+            if lease is not None:
+                touch_lease(str(lease))
             if count is not None and stream.seq >= count:
                 return 0
         next_tick += interval

@@ -13,6 +13,8 @@ Understood, with the output a real Ubuntu node gives:
 * ``hostname``, ``true``, ``false``, ``echo [-n] ARGS``, ``uname [-a|-r|-n|-s|-m]``,
   ``cat /etc/hostname``, ``uptime``, ``nvidia-smi -L`` (the node's 8 GPUs, with UUIDs),
   ``sleep N[smhd]...`` (at most ``MAX_SLEEP_S``), ``which NAME``, ``command -v NAME``.
+* ``sudo CMD`` (runs CMD); ``sudo systemctl poweroff``, ``poweroff`` and ``shutdown -h now``
+  power the node off (what that does is the server's: see :class:`PowerOff`).
 * ``sh -c 'CMD'`` / ``bash -c 'CMD'`` when CMD is one simple command of the above: no
   pipes, lists, redirections, substitutions or variables (those are refused, exit 2).
 
@@ -25,7 +27,8 @@ agent's own parser (:func:`tidectl.agents.cli.configure`), so the same options w
 same errors come out. What runs is the server's copy of the agent code over this node's
 simulated hardware, not the uploaded bytes: ``--sim``, ``--hostname``, ``--faults``,
 ``--sysfs-root`` and ``--proc-root`` are accepted and ignored, because the node's identity
-and fault file are the server's.
+and fault file are the server's. ``watchdog`` runs inside the server, outliving the session
+as the real one outlives its SSH session (see ``server.py``).
 """
 
 from __future__ import annotations
@@ -103,7 +106,14 @@ class RunAgent:
     probes: tuple[str, ...]
 
 
-Action = Reply | Sleep | RunAgent
+@dataclass(frozen=True, slots=True)
+class PowerOff:
+    """``sudo systemctl poweroff`` and friends: the node powers itself off (the server decides
+    what that means: a sim cloud instance ends, as EC2's do with
+    ``InstanceInitiatedShutdownBehavior=terminate``)."""
+
+
+Action = Reply | Sleep | RunAgent | PowerOff
 _Command = Callable[[list[str], NodeView], Action]
 
 
@@ -256,6 +266,36 @@ def _sleep(args: list[str], node: NodeView) -> Action:
     return Sleep(total)
 
 
+def _sudo(args: list[str], node: NodeView) -> Action:
+    # The login may do anything as root here: options that only change how sudo asks for a
+    # password (-n, -E, ...) are passed over.
+    while args and args[0].startswith("-"):
+        if args[0] == "--":
+            args = args[1:]
+            break
+        args = args[2:] if args[0] in ("-u", "-g") else args[1:]
+    return run_argv(args, node)
+
+
+def _poweroff(args: list[str], node: NodeView) -> Action:
+    if any(arg not in ("-f", "--force", "-p", "--no-wall") for arg in args):
+        return _fail("tidectl sim: poweroff on a simulated node takes no options but -f", 2)
+    return PowerOff()
+
+
+def _systemctl(args: list[str], node: NodeView) -> Action:
+    words = [arg for arg in args if arg not in ("-i", "--no-block", "--no-wall", "-q")]
+    if words == ["poweroff"]:
+        return PowerOff()
+    return _fail("tidectl sim: systemctl on a simulated node only powers it off (poweroff)", 2)
+
+
+def _shutdown(args: list[str], node: NodeView) -> Action:
+    if set(args) <= {"-h", "-P", "--poweroff", "now", "+0"}:
+        return PowerOff()
+    return _fail("tidectl sim: shutdown on a simulated node only powers it off now (-h now)", 2)
+
+
 def _which(args: list[str], node: NodeView) -> Action:
     found = [f"{_BIN}/{name}" for name in args if name in _COMMANDS or name == node.python]
     return _out("".join(f"{path}\n" for path in found), 0 if len(found) == len(args) else 1)
@@ -281,6 +321,10 @@ _COMMANDS: dict[str, _Command] = {
     "sleep": _sleep,
     "which": _which,
     "command": _command,
+    "sudo": _sudo,
+    "poweroff": _poweroff,
+    "systemctl": _systemctl,
+    "shutdown": _shutdown,
 }
 
 
@@ -373,7 +417,8 @@ def parse_agent_args(script: str, argv: list[str]) -> Action:
             raise ValueError("a simulated node does not build zipapps; run it on the console")
         if command == "stream" and args.count is not None and args.count < 1:
             raise ValueError(f"--count must be at least 1, got {args.count}")
-        probes = tuple(parse_probe_list(args.probes))
+        # The watchdog reads the GPUs only, and has no --probes.
+        probes = tuple(parse_probe_list(args.probes)) if command != "watchdog" else ("gpu",)
     except (UnknownProbeError, ValueError) as exc:
         return _fail(f"tidectl agent {command}: error: {exc}", 2)
     return RunAgent(script, args, probes)

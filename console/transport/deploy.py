@@ -104,6 +104,12 @@ async def _python_version(
     return version
 
 
+def lease_path(agent: AgentSettings) -> str:
+    """The lease file on a node, next to the agent: the stream touches it every sample, and
+    the node's watchdog powers an idle node off once it is stale (``agents/watchdog.py``)."""
+    return f"{agent.remote_dir.rstrip('/')}/lease"
+
+
 def stream_command(deployed: Deployed, agent: AgentSettings) -> str:
     """The command that runs the deployed agent's stream on the node."""
     return " ".join(
@@ -116,5 +122,53 @@ def stream_command(deployed: Deployed, agent: AgentSettings) -> str:
             repr(float(agent.interval_s)),
             "--probes",
             shlex.quote(agent.probes),
+            "--lease-file",
+            shlex.quote(lease_path(agent)),
+        ]
+    )
+
+
+#: The watchdog checks at least this many times a lease, and at most every ``_CHECK_MAX_S``.
+_CHECKS_PER_LEASE = 4
+_CHECK_MAX_S = 10.0
+#: A node must read idle for this share of a lease (at most ``_IDLE_WINDOW_MAX_S``) before
+#: it is powered off: one idle reading between two training steps is not an idle node.
+_IDLE_WINDOW_SHARE = 0.5
+_IDLE_WINDOW_MAX_S = 60.0
+
+
+def watchdog_command(
+    package: AgentPackage,
+    agent: AgentSettings,
+    *,
+    node: str,
+    lease_s: float,
+    poweroff: str,
+    idle_gpu_util_below: float,
+) -> str:
+    """The command that starts the node's watchdog (detached; a no-op while one runs) over
+    the agent ``package`` deployed per ``agent``. ``node`` is its name in Slurm."""
+    check_every = min(_CHECK_MAX_S, lease_s / _CHECKS_PER_LEASE)
+    idle_window = min(_IDLE_WINDOW_MAX_S, lease_s * _IDLE_WINDOW_SHARE)
+    return " ".join(
+        [
+            "exec",
+            shlex.quote(agent.python),
+            shlex.quote(package.remote_path(agent.remote_dir)),
+            "watchdog",
+            "--lease-file",
+            shlex.quote(lease_path(agent)),
+            "--lease-s",
+            repr(float(lease_s)),
+            "--idle-gpu-util-below",
+            repr(float(idle_gpu_util_below)),
+            "--idle-window",
+            repr(float(idle_window)),
+            "--check-every",
+            repr(float(check_every)),
+            "--slurm-node",
+            shlex.quote(node),
+            "--poweroff",
+            shlex.quote(poweroff),
         ]
     )

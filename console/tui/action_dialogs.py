@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Select, Static
 
 from tidectl.console.config.model import PoolSpec
+from tidectl.console.cost.budgets import BudgetStatus
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.scheduler.base import Job
 from tidectl.console.view.actions import (
@@ -32,6 +33,8 @@ from tidectl.console.view.actions import (
 _R = TypeVar("_R")
 
 PriceOf = Callable[[str], Awaitable[float | None]]
+#: Every budget's status now (for the projection); raises what the plane raises.
+BudgetsOf = Callable[[], Awaitable[Sequence[BudgetStatus]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +55,23 @@ class ActionDialog(ModalScreen[_R]):
 
 
 class BurstDialog(ActionDialog[BurstRequest | None]):
-    """Pick a pool and a count; the cost an hour follows the count as it is typed."""
+    """Pick a pool and a count; the cost an hour, and when the budgets would be reached at
+    that burn, follow the count as it is typed."""
 
     def __init__(
-        self, pools: Sequence[PoolSpec], records: Sequence[NodeRecord], price_of: PriceOf
+        self,
+        pools: Sequence[PoolSpec],
+        records: Sequence[NodeRecord],
+        price_of: PriceOf,
+        budgets_of: BudgetsOf | None = None,
     ) -> None:
         super().__init__()
         self.pools = {pool.name: pool for pool in pools}
         self.records = list(records)
         self.price_of = price_of
+        self.budgets_of = budgets_of
+        #: The budgets' statuses, once read (None: not yet, or they could not be).
+        self.budgets: Sequence[BudgetStatus] | None = None
         self.prices: dict[str, float | None] = {}
         self._asking: set[str] = set()  # pools whose price is being asked
         self.form: BurstForm | None = None
@@ -80,6 +91,7 @@ class BurstDialog(ActionDialog[BurstRequest | None]):
             )
             yield Input(value="1", placeholder="how many nodes", id="count", type="text")
             yield Static(id="cost")
+            yield Static(id="projection")
             yield Static(id="problem", classes="problem")
 
     def _label(self, pool: PoolSpec) -> str:
@@ -88,6 +100,8 @@ class BurstDialog(ActionDialog[BurstRequest | None]):
 
     def on_mount(self) -> None:
         self.query_one("#count", Input).focus()
+        if self.budgets_of is not None:
+            self.run_worker(self._ask_budgets(self.budgets_of), group="budgets")
         self._show()
 
     @property
@@ -109,8 +123,10 @@ class BurstDialog(ActionDialog[BurstRequest | None]):
             live=live_in(pool.name, self.records),
             price=self.prices.get(pool.name),
             priced=pool.name in self.prices,
+            budgets=self.budgets,
         )
         self.query_one("#cost", Static).update(self.form.cost)
+        self.query_one("#projection", Static).update(self.form.projection)
         self.query_one("#problem", Static).update(self.form.problem or "")
 
     async def _ask_price(self, pool: str) -> None:
@@ -119,6 +135,13 @@ class BurstDialog(ActionDialog[BurstRequest | None]):
         except Exception:  # a price is a courtesy: its absence is said, not raised
             price = None
         self.prices[pool] = price
+        self._show()
+
+    async def _ask_budgets(self, budgets_of: BudgetsOf) -> None:
+        try:
+            self.budgets = await budgets_of()
+        except Exception:  # a projection is a courtesy, like the price: left out if unread
+            return
         self._show()
 
     @on(Input.Submitted, "#count")

@@ -33,6 +33,7 @@ from tidectl.console.view.host_key import CONFIRM_WORD, host_key_listed, host_ke
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from tidectl.console.cost.budgets import BudgetStatus
     from tidectl.console.scheduler.base import Job
     from tidectl.console.tui.app import ConsoleApp
     from tidectl.console.view.plane import FrontEndPlane
@@ -101,7 +102,12 @@ class LifecycleActions:
                 asked = plane.burst(caller, request.pool, count=request.count)
                 self._run(asked, f"burst of {request.count} into {request.pool}")
 
-        self.app.push_screen(BurstDialog(pools, records, plane.price_per_hour), chosen)
+        async def budgets() -> tuple[BudgetStatus, ...]:
+            report = await plane.cost_report(Caller.local(Frontend.CONSOLE))
+            return report.budgets
+
+        dialog = BurstDialog(pools, records, plane.price_per_hour, budgets)
+        self.app.push_screen(dialog, chosen)
 
     def _drain(self, plane: FrontEndPlane, node: str) -> None:
         refusal = drain_refusal(node, self.app.life.record(node))

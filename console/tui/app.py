@@ -36,6 +36,7 @@ from tidectl.console.tui.action_dialogs import ActionDialog, ConfirmDialog
 from tidectl.console.tui.actions import LifecycleActions
 from tidectl.console.tui.audit_screen import AuditScreen
 from tidectl.console.tui.commands import ConsoleCommands
+from tidectl.console.tui.cost_screen import CostScreen, SpendReader
 from tidectl.console.tui.dialogs import FaultMenu, HelpScreen, bindings_table
 from tidectl.console.tui.events_screen import EventsScreen
 from tidectl.console.tui.fleet_screen import FleetScreen
@@ -70,6 +71,7 @@ class ConsoleApp(App[int]):
         Binding("colon", "command_palette", "Commands", id="app.palette"),
         Binding("e", "events", "Events", id="app.events"),
         Binding("a", "audit", "Audit", id="app.audit"),
+        Binding("dollar_sign", "costs", "Costs", id="app.costs"),
     ]
 
     def __init__(
@@ -92,6 +94,8 @@ class ConsoleApp(App[int]):
         #: Why this console has no control plane (its sentence), when it cannot have one.
         self.plane_problem: str | None = None
         self.life = LifeFeed()
+        #: The header's spend today, read through the plane now and then.
+        self.spend = SpendReader(self, lambda: self.plane, self.life)
         self.actions = LifecycleActions(self)
         self.fleet_screen = FleetScreen(fleet, cluster, self.life)
         self._unsubscribe: Callable[[], None] | None = None
@@ -188,6 +192,7 @@ class ConsoleApp(App[int]):
     def _tick(self) -> None:
         if self.life.attached:
             self.life_changed()
+            self.spend.tick()
         tick = getattr(self.screen, "tick", None)
         if tick is not None:
             try:
@@ -225,6 +230,10 @@ class ConsoleApp(App[int]):
         if not isinstance(self.screen, AuditScreen):
             self.push_screen(AuditScreen(lambda: self.plane, lambda: self.plane_problem))
 
+    def action_costs(self) -> None:
+        if not isinstance(self.screen, CostScreen):
+            self.push_screen(CostScreen(lambda: self.plane, lambda: self.plane_problem))
+
     def action_help(self) -> None:
         scopes = [
             ("everywhere", ConsoleApp.BINDINGS),
@@ -233,6 +242,7 @@ class ConsoleApp(App[int]):
             ("node", NodeScreen.BINDINGS),
             ("events", EventsScreen.BINDINGS),
             ("audit", AuditScreen.BINDINGS),
+            ("costs", CostScreen.BINDINGS),
             ("dialogs", ActionDialog.BINDINGS),
             ("confirm", ConfirmDialog.BINDINGS),
         ]
@@ -343,7 +353,12 @@ async def _controlling(
 
     try:
         plane = await assemble(
-            config, fleet=fleet, in_process_sim=True, who="tidectl console", **options
+            config,
+            fleet=fleet,
+            in_process_sim=True,
+            who="tidectl console",
+            policies=True,
+            **options,
         )
     except AssemblyError as error:
         app.no_plane(str(error))

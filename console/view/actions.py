@@ -9,10 +9,12 @@ lets finish, what a terminate ends. The sentences name the console's keys, not C
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tidectl.console.config.model import PoolSpec
+from tidectl.console.cost.budgets import BudgetStatus, budget_name, money, period_end
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import NodeKind, State
 from tidectl.console.scheduler.base import Job
@@ -21,6 +23,7 @@ from tidectl.console.view.header import money_per_hour
 __all__ = [
     "BurstForm",
     "burst_form",
+    "burst_projection",
     "default_drain_reason",
     "drain_heading",
     "drain_refusal",
@@ -164,6 +167,8 @@ class BurstForm:
     count: int | None
     problem: str | None
     cost: str
+    #: Where the burst takes the budgets that cover the pool ("" until they are read).
+    projection: str = ""
 
     @property
     def ready(self) -> bool:
@@ -177,9 +182,11 @@ def burst_form(
     live: int,
     price: float | None,
     priced: bool,
+    budgets: Sequence[BudgetStatus] | None = None,
 ) -> BurstForm:
     """The form for ``pool`` with ``live`` nodes (not ended), ``count_text`` as typed, and
-    one node's price an hour (``priced``: asked already; ``price`` None: not known)."""
+    one node's price an hour (``priced``: asked already; ``price`` None: not known);
+    ``budgets``: every budget's status now (None: not read yet)."""
     room = max(0, pool.max_nodes - live)
     text = count_text.strip()
     count: int | None = None
@@ -200,7 +207,52 @@ def burst_form(
         )
     else:
         count = int(text)
-    return BurstForm(pool.name, count, problem, _cost(count, price, priced))
+    adds = None if count is None or price is None else count * price
+    projection = "" if budgets is None else burst_projection(pool.name, adds, budgets)
+    return BurstForm(pool.name, count, problem, _cost(count, price, priced), projection)
+
+
+def burst_projection(
+    pool: str, adds_per_hour: float | None, budgets: Sequence[BudgetStatus]
+) -> str:
+    """When, at the burn of now plus what the burst adds an hour, the first budget that
+    covers ``pool`` would be reached ("" while what it adds is not known)."""
+    covering = [s for s in budgets if s.budget.pool is None or s.budget.pool == pool]
+    if not covering:
+        return "projected: no budget covers this pool"
+    reached = [s for s in covering if s.exhausted]
+    if reached:
+        return (
+            f"projected: {budget_name(reached[0].budget)} is reached already: a burst is "
+            "refused until its period ends"
+        )
+    if adds_per_hour is None:
+        return ""
+    soonest: tuple[float, BudgetStatus] | None = None
+    for status in covering:
+        burn = status.burn_per_hour + adds_per_hour
+        hours = math.inf if burn <= 0 else status.remaining / burn
+        left = (period_end(status.budget.period, status.now) - status.now) / 3600.0
+        if hours <= left and (soonest is None or hours < soonest[0]):
+            soonest = (hours, status)
+    if soonest is None:
+        tightest = min(covering, key=lambda s: s.remaining)
+        return (
+            f"projected: no budget reached before its period ends ({money(tightest.remaining)} "
+            f"left of {budget_name(tightest.budget)})"
+        )
+    hours, status = soonest
+    burn = status.burn_per_hour + adds_per_hour
+    return (
+        f"projected: {budget_name(status.budget)} reached in about {_about(hours)} "
+        f"(at {money_per_hour(burn)})"
+    )
+
+
+def _about(hours: float) -> str:
+    if hours < 1:
+        return f"{max(1, round(hours * 60))} min"
+    return f"{hours:.1f} h"
 
 
 def live_in(pool: str, records: Sequence[NodeRecord]) -> int:

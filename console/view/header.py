@@ -1,5 +1,6 @@
 """The console's header: the cluster at a glance, from ``Fleet.summary()`` and, with a
-control plane, its cloud nodes, what they cost an hour, and the jobs waiting for nodes."""
+control plane, its cloud nodes, what they cost an hour and have cost today (against the
+budgets), and the jobs waiting for nodes."""
 
 from __future__ import annotations
 
@@ -68,3 +69,6 @@ def _append_life(text: Text, life: LifeSummary) -> None:
         text.append(")")
     text.append(" · burn ")
     text.append(money_per_hour(life.burn_rate), style="bold" if life.burn_rate else "")
+    if life.spend is not None:
+        text.append(" · ")
+        text.append_text(life.spend.text())

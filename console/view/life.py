@@ -18,6 +18,7 @@ from typing import Protocol
 from tidectl.console.lifecycle.records import NodeRecord
 from tidectl.console.lifecycle.states import NodeKind, State, Transition
 from tidectl.console.scheduler.base import Demand, SchedulerSnapshot
+from tidectl.console.view.costs import SpendHeadline
 from tidectl.console.view.events import MAX_SHOWN, FleetEvent, LifeEvent
 
 __all__ = ["LifeFeed", "LifeSource", "LifeSummary", "life_event", "report_event"]
@@ -59,6 +60,8 @@ class LifeSummary:
     burn_rate: float
     #: Jobs waiting in the scheduler's queue (what a burst would serve); None: no scheduler.
     pending: Demand | None = None
+    #: Spent today and the worst budget, from the last cost report (None: not read yet).
+    spend: SpendHeadline | None = None
 
     @property
     def cloud_nodes(self) -> int:
@@ -105,6 +108,9 @@ class LifeFeed:
         self.burn_rate = 0.0
         #: The scheduler's nodes and jobs, as the plane last read them (None: no scheduler).
         self.scheduler: SchedulerSnapshot | None = None
+        #: Spent today and the worst budget: the front end reads the cost report now and
+        #: then (a slower read than this feed's) and sets it.
+        self.spend: SpendHeadline | None = None
         self._after_id = 0
         self._reports_seen = 0
         self._said: dict[str, float] = {}
@@ -131,6 +137,7 @@ class LifeFeed:
         self.states.clear()
         self.burn_rate = 0.0
         self.scheduler = None
+        self.spend = None
         return gone
 
     def record(self, name: str) -> NodeRecord | None:
@@ -163,7 +170,7 @@ class LifeFeed:
             if record.kind is NodeKind.CLOUD and record.state is not State.TERMINATED
         )
         pending = self.scheduler.demand if self.scheduler is not None else None
-        return LifeSummary(dict(cloud), self.burn_rate, pending)
+        return LifeSummary(dict(cloud), self.burn_rate, pending, self.spend)
 
     def _read_nodes(self, source: LifeSource) -> frozenset[str]:
         # Terminated nodes have left the fleet, and a long-lived store holds many of them.

@@ -17,6 +17,7 @@ from tidectl.console.audit import AuditPage
 from tidectl.console.config.model import PoolSpec
 from tidectl.console.control.caller import Caller
 from tidectl.console.control.host_keys import PresentedKey
+from tidectl.console.cost.report import CostReport
 from tidectl.console.lifecycle.burst import BurstResult
 from tidectl.console.lifecycle.operate import ActionResult
 from tidectl.console.scheduler.base import Job
@@ -49,6 +50,8 @@ class FrontEndPlane(LifeSource, Protocol):
     async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey: ...
 
     async def accept_host_key(self, caller: Caller, node: str, *, fingerprint: str) -> str: ...
+
+    async def cost_report(self, caller: Caller, *, since: float | None = None) -> CostReport: ...
 
     async def audit_records(
         self,

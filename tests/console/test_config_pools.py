@@ -177,10 +177,25 @@ def test_budgets_policies_and_pool_policies_load(folder: Path) -> None:
     assert defaults.budgets == () and defaults.policies.enabled
 
 
+def test_the_watchdog_is_off_unless_a_pool_gives_it_a_lease(folder: Path) -> None:
+    defaults = load(folder, HEAD + NODES + AWS).pools[0].policy
+    assert (defaults.watchdog_lease_s, defaults.watchdog_poweroff) == (
+        None,
+        "sudo systemctl poweroff",
+    )
+    text = AWS + '[pools.policy]\nwatchdog_lease_s = 900\nwatchdog_poweroff = "sudo poweroff"\n'
+    policy = load(folder, HEAD + NODES + text).pools[0].policy
+    assert (policy.watchdog_lease_s, policy.watchdog_poweroff) == (900.0, "sudo poweroff")
+    off = load(folder, HEAD + NODES + AWS + "[pools.policy]\nwatchdog_lease_s = 0\n")
+    assert off.pools[0].policy.watchdog_lease_s is None
+
+
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [
         ('[[budgets]]\npool = "nope"\nlimit = 1\n', 18, ["no such pool (pools: h100-east)"]),
+        ("[pools.policy]\nwatchdog_lease_s = -1\n", 18, ["watchdog_lease_s", "at least 0"]),
+        ('[pools.policy]\nwatchdog_poweroff = " "\n', 18, ["watchdog_poweroff is empty"]),
         ("[[budgets]]\nlimit = 0\n", 18, ["greater than 0"]),
         ('[[budgets]]\nperiod = "week"\nlimit = 1\n', 18, ['period "week" is not day or month']),
         ("[[budgets]]\nwarn_at = 0.5\n", 17, ["a budget needs limit"]),

@@ -351,6 +351,20 @@ FANOUT = [
     ("rm -rf /", "", "sh: 1: rm: not found\n", 127),
     ("sleep 1h", "", "tidectl sim: a simulated node sleeps at most 600 s\n", 1),
     ("echo 'unterminated", "", "sh: 1: Syntax error: Unterminated quoted string\n", 2),
+    ("sudo -n -u root hostname", "sim0002\n", "", 0),
+    (
+        "sudo systemctl poweroff",  # only sim cloud instances can (see the sim provider's tests)
+        "",
+        "tidectl sim: sim0002 cannot power off: the nodes of `tidectl sim serve` have no power "
+        "to cut (sim cloud instances do)\n",
+        1,
+    ),
+    (
+        "systemctl restart slurmd",
+        "",
+        "tidectl sim: systemctl on a simulated node only powers it off (poweroff)\n",
+        2,
+    ),
 ]
 
 

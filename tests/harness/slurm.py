@@ -71,7 +71,9 @@ class PowerSaving:
 
     suspend_time_s: int = 10
     suspend_timeout_s: int = 5
-    resume_timeout_s: int = 15
+    #: Launch + boot + join of a sim node takes ~3 s alone; on a 2-core runner also running
+    #: other tests it took over 15 (the boot failed): room, at no cost when it is fast.
+    resume_timeout_s: int = 30
     resume_program: Path | None = None
     suspend_program: Path | None = None
     resume_fail_program: Path | None = None

@@ -41,6 +41,7 @@ async def test_launch_asks_for_exactly_count_with_the_intents_token(
     assert (sent.params["MinCount"], sent.params["MaxCount"]) == ("3", "3")
     assert sent.params["ClientToken"] == "token-intent-9"
     assert "InstanceMarketOptions.MarketType" not in sent.params
+    assert sent.params["InstanceInitiatedShutdownBehavior"] == "terminate"  # a poweroff ends it
     assert len({i.instance_id for i in instances}) == 3
     assert {i.instance_type for i in instances} == {"p5.48xlarge"}
     assert all(i.state is InstanceState.PENDING for i in instances)

@@ -171,6 +171,20 @@ async def test_each_node_has_its_own_host_key_and_another_is_refused(cloud: SimP
         await connect(second, known_hosts=impostor)
 
 
+async def test_a_node_that_powers_itself_off_is_terminated(cloud: SimProvider) -> None:
+    """As EC2 ends an instance launched with InstanceInitiatedShutdownBehavior=terminate."""
+    (endpoint,) = await launch_running(cloud)
+    ids = [endpoint.instance_id]
+    async with await connect(endpoint) as conn:
+        refused = await conn.run("shutdown -r now")
+        assert (refused.exit_status, await states(cloud, ids)) == (2, [RUNNING])
+        result = await conn.run("sudo systemctl poweroff")
+        assert result.exit_status == 0, result.stderr
+        assert await states(cloud, ids) == [SHUTTING_DOWN]
+    await wait_for(cloud, ids, TERMINATED)
+    assert cloud.endpoint(endpoint.instance_id) is None
+
+
 # -- idempotency and describe ------------------------------------------------------------------
 
 

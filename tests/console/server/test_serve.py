@@ -157,3 +157,52 @@ def test_a_cli_without_a_service_says_so(folder: Path) -> None:
     )
     assert done.returncode == 1
     assert "no tidectl service answers on" in done.stderr
+
+
+def test_a_policy_dry_run_prints_what_it_would_do_and_does_nothing(folder: Path) -> None:
+    """``--policy-dry-run``: the loop decides (here: a node past the pool's max lifetime) and
+    prints it; the node stays as it is."""
+    config = folder / "cluster.toml"
+    config.write_text(
+        CONFIG.replace(
+            "boot_delay_s = 0\n", "boot_delay_s = 0\n[pools.policy]\nmax_lifetime_s = 1\n"
+        )
+        + "[policies]\ninterval_s = 1\n"
+    )
+    server, ready = start(folder, "--policy-dry-run")
+    try:
+        assert ready.startswith("tidectl serve: listening on"), ready
+        burst = subprocess.run(
+            tidectl(
+                "burst", "-c", str(config), "burst", "1", "--wait", "--timeout", "60", "--json"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert burst.returncode == 0, burst.stdout + burst.stderr
+        (node,) = json.loads(burst.stdout)["nodes"]
+        assert server.stdout is not None
+        said = ""
+        for _ in range(60):  # a line a pass at most
+            ready_now, _, _ = select.select([server.stdout], [], [], 30)
+            said = server.stdout.readline() if ready_now else ""
+            if "would drain" in said:
+                break
+        assert said.startswith(
+            f"tidectl serve: policy max-lifetime (dry run) would drain {node} (policy: max "
+            "lifetime: up "
+        ), said
+        listed = subprocess.run(
+            tidectl("nodes", "-c", str(config), "--json"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert {n["name"]: n["state"] for n in json.loads(listed.stdout)["nodes"]} == {
+            node: "active"
+        }
+    finally:
+        assert stop(server) == 0

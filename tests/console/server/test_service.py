@@ -172,3 +172,13 @@ async def test_two_unix_users_are_told_apart_by_the_socket(
         if t.after is S.DRAINING
     }
     assert actors == {"onprem1": ("tidectl-ana", "drain asked by tidectl-ana: by tidectl-ana")}
+
+
+async def test_no_client_may_claim_to_be_the_planes_own_automation(service: Service) -> None:
+    """The ``service`` front end is the policy loop's, inside the control plane: a client
+    that says it is one is turned away at hello (else it could act as the policy)."""
+    with pytest.raises(ServiceUnavailable, match="front end must be one of cli, console"):
+        async with RemotePlane(service.path, Frontend.SERVICE):
+            pass
+    async with RemotePlane(service.path, Frontend.CLI) as cli:
+        assert cli.user is not None

@@ -11,6 +11,7 @@ from tests.console.test_config import HEAD, folder, load, refuse
 from tidectl.console.tui.action_dialogs import ActionDialog, ConfirmDialog
 from tidectl.console.tui.app import ConsoleApp, console_app
 from tidectl.console.tui.audit_screen import AuditScreen
+from tidectl.console.tui.cost_screen import CostScreen
 from tidectl.console.tui.dialogs import FaultMenu, HelpScreen
 from tidectl.console.tui.events_screen import EventsScreen
 from tidectl.console.tui.fleet_screen import FleetScreen
@@ -33,6 +34,7 @@ def test_the_cores_binding_ids_are_exactly_the_consoles() -> None:
             NodeScreen,
             EventsScreen,
             AuditScreen,
+            CostScreen,
             HelpScreen,
             FaultMenu,
             ActionDialog,
