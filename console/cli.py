@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_parser(commands)
     demo.add_parser(commands)
     add_sim_commands(commands)
+    # Playbooks (tidectl.playbooks) sit above the console core, like the agent's command
+    # line: mounted here so an operator has one tool, imported only when named.
+    from tidectl.playbooks import cli as play
+
+    play.add_parser(commands)
     return parser
 
 
@@ -115,6 +120,7 @@ def _run_console_command(args: argparse.Namespace) -> int:
         "serve": serve.main,
         "slurm": slurm.main,
         "audit": audit.main,
+        "play": _play,
         **dict.fromkeys(lifecycle.COMMANDS, lifecycle.main),
     }
     try:
@@ -125,3 +131,8 @@ def _run_console_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
 
+
+def _play(args: argparse.Namespace) -> int:
+    from tidectl.playbooks import cli as play
+
+    return play.main(args)
