@@ -17,6 +17,7 @@ The rules, per pool (``[pools.policy]``) and per budget (``[[budgets]]``):
   not idle (unknown is not idle).
 * **terminate**: a node the policy drained that has stayed empty for
   ``idle_terminate_after_s`` is terminated (a node a person drained is theirs to end).
+* **minimum**: a pool with fewer than ``min_nodes`` serving or coming is burst back up to it.
 * **pressure**: GPUs waiting longer than ``pending_for_s`` beyond the capacity that is free or
   coming burst the pool, up to ``max_nodes`` and what the budgets allow, at most once per
   ``cooldown_s`` — a noisy queue (jobs that come and go) never waits long enough to fire, and
@@ -162,7 +163,7 @@ def decide(look: Look, pools: Sequence[PoolSpec], memory: Memory, fits: Fits) ->
         _idle(look, pool, memory, add)
         _terminate(look, pool, add)
         if pool.name not in stopped:
-            burst = _pressure(look, pool, memory, fits)
+            burst = _minimum(look, pool, memory, fits) or _pressure(look, pool, memory, fits)
             if burst is not None:
                 decisions.append(burst)
     return decisions
@@ -279,7 +280,34 @@ def _terminate(look: Look, pool: PoolSpec, add: Callable[[Terminate], None]) -> 
             )
 
 
-# -- pressure --------------------------------------------------------------------------------
+# -- minimum and pressure -------------------------------------------------------------------
+
+
+def _minimum(look: Look, pool: PoolSpec, memory: Memory, fits: Fits) -> Burst | None:
+    """Keep ``min_nodes`` serving or coming (a floor, like Dask's adaptive minimum)."""
+    floor = pool.policy.min_nodes
+    if floor <= 0:
+        return None
+    have = sum(1 for n in look.nodes if n.pool == pool.name and n.state in _COMING | _TAKING_JOBS)
+    if have >= floor:
+        return None
+    last = memory.last_burst.get(pool.name)
+    if last is not None and look.now - last < pool.policy.cooldown_s:
+        return None
+    count = min(floor - have, pool.max_nodes - sum(1 for n in look.nodes if n.pool == pool.name))
+    price = look.prices.get(pool.name)
+    allowed = fits(pool.name, price) if price is not None else None
+    if allowed is not None:
+        count = min(count, allowed)
+    if count <= 0:
+        return None
+    memory.last_burst[pool.name] = look.now
+    return Burst(
+        pool.name,
+        count,
+        f"{POLICY_REASON} minimum: the pool keeps {floor} node(s) and has {have}",
+        "minimum",
+    )
 
 
 def _pressure(look: Look, pool: PoolSpec, memory: Memory, fits: Fits) -> Burst | None:

@@ -23,6 +23,7 @@ from tidectl.console.tui.action_dialogs import (
 from tidectl.console.view.actions import (
     default_drain_reason,
     drain_refusal,
+    live_in,
     no_plane,
     resume_refusal,
     terminate_question,
@@ -31,7 +32,7 @@ from tidectl.console.view.actions import (
 from tidectl.console.view.host_key import CONFIRM_WORD, host_key_listed, host_key_question
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from tidectl.console.cost.budgets import BudgetStatus
     from tidectl.console.scheduler.base import Job
@@ -100,7 +101,13 @@ class LifecycleActions:
             caller = self._caller()
             if request is not None and caller is not None:
                 asked = plane.burst(caller, request.pool, count=request.count)
-                self._run(asked, f"burst of {request.count} into {request.pool}")
+                before = live_in(request.pool, records)
+
+                def record(result: object) -> None:
+                    launched = getattr(result, "launched", 0)
+                    self.app.recording.burst(request.pool, before + launched)
+
+                self._run(asked, f"burst of {request.count} into {request.pool}", record=record)
 
         async def budgets() -> tuple[BudgetStatus, ...]:
             report = await plane.cost_report(Caller.local(Frontend.CONSOLE))
@@ -129,7 +136,11 @@ class LifecycleActions:
 
         def chosen(reason: str | None) -> None:
             if reason is not None:
-                self._run(plane.drain(caller, [node], reason=reason), f"drain of {node}")
+                self._run(
+                    plane.drain(caller, [node], reason=reason),
+                    f"drain of {node}",
+                    record=lambda _result: self.app.recording.drain([node], reason),
+                )
 
         dialog = DrainDialog(node, jobs, default_drain_reason(caller.user), problem)
         self.app.push_screen(dialog, chosen)
@@ -140,7 +151,11 @@ class LifecycleActions:
         if refusal is not None:
             self._refused(refusal)
         elif caller is not None:
-            self._run(plane.resume(caller, [node]), f"resume of {node}")
+            self._run(
+                plane.resume(caller, [node]),
+                f"resume of {node}",
+                record=lambda _result: self.app.recording.resume([node]),
+            )
 
     def _terminate(self, plane: FrontEndPlane, node: str) -> None:
         record = self.app.life.record(node)
@@ -152,7 +167,11 @@ class LifecycleActions:
         def chosen(reason: str | None) -> None:
             caller = self._caller()
             if reason is not None and caller is not None:
-                self._run(plane.terminate(caller, [node], reason=reason), f"terminate of {node}")
+                self._run(
+                    plane.terminate(caller, [node], reason=reason),
+                    f"terminate of {node}",
+                    record=lambda _result: self.app.recording.terminate([node], reason),
+                )
 
         self.app.push_screen(TerminateDialog(terminate_question(record)), chosen)
 
@@ -183,13 +202,27 @@ class LifecycleActions:
 
     # -- carrying out ------------------------------------------------------------------------
 
-    def _run(self, asked: Awaitable[object], what: str, *, done: str | None = None) -> None:
+    def _run(
+        self,
+        asked: Awaitable[object],
+        what: str,
+        *,
+        done: str | None = None,
+        record: Callable[[object], None] | None = None,
+    ) -> None:
         """Carry ``asked`` out in a worker; ``done``: what to say when it succeeds (else the
-        result's own sentence)."""
-        carried = self._carry(asked, what, done)
+        result's own sentence); ``record``: how the session's recording keeps it, once it
+        succeeded (``view.recording``)."""
+        carried = self._carry(asked, what, done, record)
         self.app.run_worker(carried, group="lifecycle", exit_on_error=False)
 
-    async def _carry(self, asked: Awaitable[object], what: str, done: str | None) -> None:
+    async def _carry(
+        self,
+        asked: Awaitable[object],
+        what: str,
+        done: str | None,
+        record: Callable[[object], None] | None,
+    ) -> None:
         try:
             result = await asked
         except ControlError as error:
@@ -199,5 +232,7 @@ class LifecycleActions:
             return
         finally:
             self.app.life_changed(force=True)
+        if record is not None:
+            record(result)
         sentence = done or getattr(result, "sentence", "") or f"The {what} is under way."
         self.app.notify(sentence[:1].upper() + sentence[1:], timeout=8)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -45,9 +47,9 @@ from tidectl.console.tui.messages import FleetChanged, InjectFault, LifecycleAsk
 from tidectl.console.tui.node_screen import NodeScreen
 from tidectl.console.view.faults import FaultChoice, fault_choices
 from tidectl.console.view.life import LifeFeed
+from tidectl.console.view.recording import SessionRecording
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from tidectl.console.scheduler.workload import Workload
     from tidectl.console.sim.injector import SimFaults
@@ -72,6 +74,7 @@ class ConsoleApp(App[int]):
         Binding("e", "events", "Events", id="app.events"),
         Binding("a", "audit", "Audit", id="app.audit"),
         Binding("dollar_sign", "costs", "Costs", id="app.costs"),
+        Binding("W", "save_session", "Save as playbook", id="app.save_session"),
     ]
 
     def __init__(
@@ -97,6 +100,11 @@ class ConsoleApp(App[int]):
         #: The header's spend today, read through the plane now and then.
         self.spend = SpendReader(self, lambda: self.plane, self.life)
         self.actions = LifecycleActions(self)
+        #: What this session did, for ``W`` to save as a playbook (``view.recording``).
+        self.recording = SessionRecording()
+        #: The cluster.toml the saved playbook names; the folder it is saved in.
+        self.config_path: Path | None = None
+        self.save_folder = Path.cwd()
         self.fleet_screen = FleetScreen(fleet, cluster, self.life)
         self._unsubscribe: Callable[[], None] | None = None
         self._frozen = False
@@ -233,6 +241,32 @@ class ConsoleApp(App[int]):
     def action_costs(self) -> None:
         if not isinstance(self.screen, CostScreen):
             self.push_screen(CostScreen(lambda: self.plane, lambda: self.plane_problem))
+
+    def action_save_session(self) -> None:
+        """Write what this session did as a playbook (``tidectl play FILE --check`` plans it
+        again)."""
+        if not self.recording.steps:
+            self.notify(
+                "Nothing to save yet: bursts, drains, resumes and terminates done in this "
+                "console are what a saved playbook holds.",
+                severity="warning",
+            )
+            return
+        user = getpass.getuser()
+        cluster = self.config_path or Path("cluster.toml")
+        try:
+            path = self.recording.save(self.save_folder, cluster, user)
+        except OSError as error:
+            self.notify(
+                f"The playbook cannot be written in {self.save_folder}: {error.strerror}",
+                severity="error",
+            )
+            return
+        count = len(self.recording.steps)
+        self.notify(
+            f"Saved {count} step(s) as {path}; tidectl play {path.name} --check shows its plan.",
+            timeout=12,
+        )
 
     def action_help(self) -> None:
         scopes = [
@@ -410,6 +444,7 @@ def console_app(
     ``tidectl serve`` to attach to (default: ``[server] socket``, when set)."""
     fleet = Fleet(config.nodes, config.health)
     app = ConsoleApp(fleet, config.name, faults=faults, keymap=config.console.keymap)
+    app.config_path = config.path.resolve()
     options: dict[str, Any] = {"workload": workload}
     if interval_s is not None:
         options["interval_s"] = interval_s

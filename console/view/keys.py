@@ -14,6 +14,7 @@ BINDING_IDS: tuple[str, ...] = (
     "app.events",
     "app.audit",
     "app.costs",
+    "app.save_session",
     "fleet.filter",
     "fleet.sort",
     "fleet.reverse",
