@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -30,6 +30,7 @@ from tidectl.console.config.model import ClusterConfig, PoolSpec
 from tidectl.console.control.caller import Caller, Frontend, new_request_id
 from tidectl.console.control.errors import ControlError, Failed, Refused
 from tidectl.console.control.host_keys import HostKeyRefused, HostKeyTrust, PresentedKey
+from tidectl.console.control.pool_policy import PoolPolicyRefused, changed_pool, policy_words
 from tidectl.console.control.roles import POLICY_ACTIONS, POLICY_ACTOR, Access, Roles
 from tidectl.console.control.sovereignty import burst_class
 from tidectl.console.cost.budgets import budget_refusal, budgets_for
@@ -105,6 +106,9 @@ class ControlPlane:
         collector: Collector | None = None,
     ) -> None:
         self.config = config
+        #: The pools as cluster.toml has them: ``set_pool_policy`` changes ``config``'s, and
+        #: checks against these (a pool's max_nodes never goes above the file's).
+        self._configured_pools = {pool.name: pool for pool in config.pools}
         #: The agents' SSH connections (``assemble`` passes the one it runs): what
         #: :meth:`run_command` runs commands over. None: this plane reaches no node itself.
         self._collector = collector
@@ -267,6 +271,9 @@ class ControlPlane:
             refusal = await self._over_budget(spec, count, ensure)
             if refusal is not None:
                 raise await self._refuse(rid, refusal)
+            refusal = self._over_lowered_max(spec, count, ensure)
+            if refusal is not None:
+                raise await self._refuse(rid, refusal)
         return await self._act(
             rid,
             self.engine.burst(
@@ -280,6 +287,26 @@ class ControlPlane:
                 data_class=carried,
                 why=why,
             ),
+        )
+
+    def _over_lowered_max(
+        self, pool: PoolSpec, count: int | None, ensure: int | None
+    ) -> str | None:
+        """Why a burst would pass a max_nodes lowered at run time (``set_pool_policy``), or
+        None; the file's max_nodes is the engine's to check, as ever."""
+        configured = self._configured_pools.get(pool.name)
+        if configured is None or pool.max_nodes >= configured.max_nodes:
+            return None
+        ended = (State.TERMINATED, State.FAILED)  # as the engine counts a pool's nodes
+        live = sum(1 for node in self.store.nodes(pool.name) if node.state not in ended)
+        wanted = count if count is not None else (ensure or 0) - live
+        if wanted <= 0 or live + wanted <= pool.max_nodes:
+            return None
+        return (
+            f"pool {pool.name} allows at most {pool.max_nodes} node(s) for now (its max_nodes "
+            f"was lowered from cluster.toml's {configured.max_nodes} while this control plane "
+            f"runs) and has {live}: ask for at most {max(0, pool.max_nodes - live)}, or have an "
+            "admin raise it (the notebook's Adaptive max, or set_pool_policy)"
         )
 
     async def _over_budget(
@@ -375,6 +402,48 @@ class ControlPlane:
                 burst_intent, actor=caller.user, frontend=caller.frontend, request_id=rid
             ),
         )
+
+    async def set_pool_policy(
+        self,
+        caller: Caller,
+        pool: str,
+        *,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        burst_on_pressure: bool | None = None,
+        request_id: str | None = None,
+    ) -> PoolSpec:
+        """Change ``pool``'s ``min_nodes``, ``max_nodes`` and ``burst_on_pressure`` (None:
+        keep) while this control plane runs: the policy loop's next pass, every burst and
+        ``pools()`` see it. Kept in memory for the plane's life, never written to cluster.toml
+        (``control.pool_policy``); ``max_nodes`` never above the file's. An admin's action,
+        audited like the others. Returns the pool as it now is."""
+        params = {
+            "min_nodes": min_nodes,
+            "max_nodes": max_nodes,
+            "burst_on_pressure": burst_on_pressure,
+        }
+        rid = await self._begin(caller, "set-pool-policy", request_id, [pool], params)
+        current, configured = self.pool(pool), self._configured_pools.get(pool)
+        if current is None or configured is None:
+            known = ", ".join(p.name for p in self.config.pools) or "none are configured"
+            raise await self._refuse(rid, f"there is no pool named {pool!r} (pools: {known})")
+        try:
+            changed = changed_pool(
+                current,
+                configured,
+                min_nodes=min_nodes,
+                max_nodes=max_nodes,
+                burst_on_pressure=burst_on_pressure,
+            )
+        except PoolPolicyRefused as error:
+            raise await self._refuse(rid, str(error)) from None
+        pools = tuple(changed if p.name == pool else p for p in self.config.pools)
+        self.config = replace(self.config, pools=pools)
+        words = f"pool {pool}'s policy set by {caller.user}: {policy_words(changed)}"
+        self._report([f"{words} (until this control plane stops)"])
+        await self._outcome(rid, f"done: {policy_words(changed)}")
+        return changed
 
     async def run_command(
         self,
@@ -712,6 +781,13 @@ class ControlPlane:
 
     def pool(self, name: str) -> PoolSpec | None:
         return next((p for p in self.config.pools if p.name == name), None)
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows of this plane: a static summary (``view.html``); the live
+        panel is ``tidectl.widgets.ClusterPanel``."""
+        from tidectl.console.view.html import plane_summary_html  # Rich: for notebooks only
+
+        return plane_summary_html(self)
 
     def transitions(self, after_id: int = 0, limit: int = 500) -> list[tuple[int, Transition]]:
         """Lifecycle moves since row ``after_id`` (for an events view)."""

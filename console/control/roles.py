@@ -41,6 +41,9 @@ ACTION_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         "accept-host-key": Role.ADMIN,
         "slurm-powered-down": Role.ADMIN,  # Slurm's SuspendProgram ends instances
         "slurm-never-registered": Role.ADMIN,  # Slurm's ResumeFailProgram ends instances
+        # Changing policies: a pool's min/max and bursting on pressure at run time (the
+        # notebook's Adaptive mode; control/pool_policy.py).
+        "set-pool-policy": Role.ADMIN,
     }
 )
 

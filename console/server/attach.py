@@ -229,6 +229,26 @@ class AttachedPlane:
     async def jobs_on(self, nodes: Sequence[str]) -> list[Job]:
         return await self.remote.jobs_on(nodes)
 
+    async def set_pool_policy(
+        self,
+        caller: Caller,
+        pool: str,
+        *,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        burst_on_pressure: bool | None = None,
+    ) -> PoolSpec:
+        """Change the pool's policy in the service; ``pools()`` shows it at once."""
+        changed = await self.remote.set_pool_policy(
+            caller,
+            pool,
+            min_nodes=min_nodes,
+            max_nodes=max_nodes,
+            burst_on_pressure=burst_on_pressure,
+        )
+        self._pools = tuple(changed if p.name == pool else p for p in self._pools)
+        return changed
+
     async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey:
         return await self.remote.presented_host_key(caller, node)
 

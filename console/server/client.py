@@ -202,6 +202,21 @@ class RemotePlane:
         params = {"nodes": _listed(nodes), "request_id": request_id}
         return _as(ActionResult, await self._call("slurm-resume-fail", params))
 
+    async def set_pool_policy(
+        self,
+        caller: Caller,
+        pool: str,
+        *,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        burst_on_pressure: bool | None = None,
+        request_id: str | None = None,
+    ) -> PoolSpec:
+        """Change the pool's policy in the service (``ControlPlane.set_pool_policy``)."""
+        params = {"pool": pool, "min_nodes": min_nodes, "max_nodes": max_nodes}
+        params |= {"burst_on_pressure": burst_on_pressure, "request_id": request_id}
+        return _as(PoolSpec, await self._call("set-pool-policy", params))
+
     async def pools(self) -> tuple[PoolSpec, ...]:
         return tuple(_as(PoolSpec, pool) for pool in await self._call("pools", {}))
 

@@ -110,6 +110,7 @@ class Service:
             "accept-host-key": self._accept_host_key,
             "cost": self._cost,
             "run": self._run,
+            "set-pool-policy": self._set_pool_policy,
         }
         #: Long calls, which send interim answers (``more``) before the final one.
         self._long_handlers: dict[str, LongHandler] = {"wait": self._wait}
@@ -414,6 +415,19 @@ class Service:
             _nodes(params),
             _text(params, "command"),
             timeout_s=min(float(timeout), MAX_WAIT_S),
+            request_id=_optional_text(params, "request_id"),
+        )
+
+    async def _set_pool_policy(self, caller: Caller, params: Mapping[str, Any]) -> Any:
+        pressure = params.get("burst_on_pressure")
+        if pressure is not None and not isinstance(pressure, bool):
+            raise BadRequest("burst_on_pressure must be true, false or null")
+        return await self.plane.set_pool_policy(
+            caller,
+            _text(params, "pool"),
+            min_nodes=_number(params, "min_nodes"),
+            max_nodes=_number(params, "max_nodes"),
+            burst_on_pressure=pressure,
             request_id=_optional_text(params, "request_id"),
         )
 

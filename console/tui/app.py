@@ -50,7 +50,6 @@ from tidectl.console.view.life import LifeFeed
 from tidectl.console.view.recording import SessionRecording
 
 if TYPE_CHECKING:
-
     from tidectl.console.scheduler.workload import Workload
     from tidectl.console.sim.injector import SimFaults
     from tidectl.console.view.plane import FrontEndPlane

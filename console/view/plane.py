@@ -47,6 +47,16 @@ class FrontEndPlane(LifeSource, Protocol):
 
     async def jobs_on(self, nodes: Sequence[str]) -> list[Job]: ...
 
+    async def set_pool_policy(
+        self,
+        caller: Caller,
+        pool: str,
+        *,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        burst_on_pressure: bool | None = None,
+    ) -> PoolSpec: ...
+
     async def presented_host_key(self, caller: Caller, node: str) -> PresentedKey: ...
 
     async def accept_host_key(self, caller: Caller, node: str, *, fingerprint: str) -> str: ...

@@ -37,6 +37,7 @@ MAY: dict[str, set[str]] = {
     "slurm_suspend": {"ada"},
     "slurm_resume_failed": {"ada"},
     "accept_host_key": {"ada"},
+    "set_pool_policy": {"ada"},
 }
 PEOPLE = ("ada", "opal", "vic", "nobody")
 Call = Callable[[ControlPlane, Caller], Awaitable[object]]
@@ -50,6 +51,7 @@ CALLS: dict[str, Call] = {
     "slurm_suspend": lambda p, c: p.slurm_suspend(c, "cloud9"),
     "slurm_resume_failed": lambda p, c: p.slurm_resume_failed(c, "cloud9"),
     "accept_host_key": lambda p, c: p.accept_host_key(c, "gpu1", fingerprint="SHA256:x"),
+    "set_pool_policy": lambda p, c: p.set_pool_policy(c, "gpu", burst_on_pressure=True),
 }
 
 
