@@ -84,6 +84,7 @@ async def _serve(args: argparse.Namespace) -> int:
             store=store,
             in_process_sim=True,
             who="tidectl serve",
+            interval_s=config.server.reconcile_interval_s,
             policies=True,
             policy_dry_run=args.policy_dry_run,
         )

@@ -159,6 +159,8 @@ class ServerSettings:
     socket: Path | None = None  # None: commands act from their own process
     group: str | None = None
     metrics: str | None = None  # "HOST:PORT" the service serves Prometheus metrics on
+    #: Seconds between the service's reconcile passes when nothing asks for one sooner.
+    reconcile_interval_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,6 +237,11 @@ def test_the_server_socket_is_relative_to_the_file_and_short_enough(folder: Path
     assert (config.server.socket, config.server.group) == (folder / "run" / "lab.sock", "ops")
     error = refuse(folder, HEAD + NODES + f'[server]\nsocket = "/{"x" * 120}"\n')
     assert "a Unix socket's path must be at most 107" in error.message
+    assert config.server.reconcile_interval_s == 5.0
+    quick = load(folder, HEAD + NODES + "[server]\nreconcile_interval_s = 0.5\n")
+    assert quick.server.reconcile_interval_s == 0.5
+    error = refuse(folder, HEAD + NODES + "[server]\nreconcile_interval_s = 0\n")
+    assert "between 0.1 and 3600" in error.message
 
 
 def test_roles_load_by_user_and_group_and_bad_entries_are_refused(folder: Path) -> None:

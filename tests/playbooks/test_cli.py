@@ -50,7 +50,9 @@ def served() -> Iterator[tuple[Path, Path]]:
     with DemoCluster(2, seed=2, out=folder / "demo") as demo:
         config = demo.out / "cluster.toml"
         text = config.read_text().replace("boot_delay_s = 5.0", "boot_delay_s = 0.0")
-        config.write_text(text + f'\n[server]\nsocket = "{folder}/s.sock"\n')
+        config.write_text(
+            text + f'\n[server]\nsocket = "{folder}/s.sock"\nreconcile_interval_s = 0.5\n'
+        )
         server = subprocess.Popen(
             [sys.executable, "-m", "tidectl.console", "serve", "-c", str(config)],
             stdout=subprocess.PIPE,

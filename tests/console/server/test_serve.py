@@ -44,6 +44,7 @@ boot_delay_s = 0
 path = "lab.sqlite3"
 [server]
 socket = "lab.sock"
+reconcile_interval_s = 0.5  # the service reconciles often: the tests wait on its passes
 """
 
 
