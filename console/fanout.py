@@ -8,7 +8,7 @@ odd node out stands out.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ClusterShell.NodeSet import NodeSet
@@ -51,3 +51,17 @@ def group(results: Iterable[CommandResult]) -> list[Group]:
         for outcome, names in by_outcome.items()
     ]
     return sorted(groups, key=lambda g: (g.outcome.ok, g.nodes))
+
+
+def exit_status(results: Sequence[CommandResult]) -> int:
+    """The run's status, as clush gives it: 255 when a node could not run it, else the
+    highest node's (0 when every node succeeded)."""
+    if any(r.exit_status is None for r in results):
+        return 255
+    return max((r.exit_status or 0 for r in results), default=0)
+
+
+def run_outcome(results: Sequence[CommandResult]) -> str:
+    """How a run that finished ended, for its audit record."""
+    succeeded = sum(1 for r in results if r.exit_status == 0)
+    return f"done: exit {exit_status(results)}, {succeeded} of {len(results)} node(s) succeeded"

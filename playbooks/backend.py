@@ -82,7 +82,49 @@ class Backend(Protocol):
     async def cost_report(self, caller: Caller) -> CostReport: ...
 
 
-class LocalBackend:
+class _Forwarding:
+    """The actions and reads both backends pass on unchanged to what acts for them: the
+    ``ControlPlane`` in this process, or the service's ``RemotePlane`` (the same calls)."""
+
+    _acts: ControlPlane | RemotePlane
+
+    async def burst(
+        self, caller: Caller, pool: str, *, ensure: int, data_class: str | None
+    ) -> BurstResult:
+        return await self._acts.burst(caller, pool, ensure=ensure, data_class=data_class)
+
+    async def drain(self, caller: Caller, nodes: Sequence[str], *, reason: str) -> ActionResult:
+        return await self._acts.drain(caller, list(nodes), reason=reason)
+
+    async def resume(self, caller: Caller, nodes: Sequence[str]) -> ActionResult:
+        return await self._acts.resume(caller, list(nodes))
+
+    async def terminate(self, caller: Caller, nodes: Sequence[str], *, reason: str) -> ActionResult:
+        return await self._acts.terminate(caller, list(nodes), reason=reason)
+
+    async def wait(
+        self,
+        nodes: Collection[str],
+        until: Collection[State],
+        *,
+        timeout_s: float,
+        on_progress: OnProgress | None = None,
+    ) -> Progress:
+        return await self._acts.wait(nodes, until, timeout_s=timeout_s, on_progress=on_progress)
+
+    async def run_command(
+        self, caller: Caller, nodes: Sequence[str], command: str, *, timeout_s: float
+    ) -> list[CommandResult]:
+        return await self._acts.run_command(caller, list(nodes), command, timeout_s=timeout_s)
+
+    async def price_per_hour(self, pool: str) -> float | None:
+        return await self._acts.price_per_hour(pool)
+
+    async def cost_report(self, caller: Caller) -> CostReport:
+        return await self._acts.cost_report(caller)
+
+
+class LocalBackend(_Forwarding):
     """The control plane in this process. Reads ask the scheduler afresh (no reconcile pass
     is run for them, so a ``--check`` moves nothing); waits run passes when the plane's loop
     is not running."""
@@ -90,6 +132,7 @@ class LocalBackend:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.config = plane.config
+        self._acts = plane
 
     @property
     def reports(self) -> list[str]:
@@ -106,41 +149,6 @@ class LocalBackend:
             has_scheduler=self.plane.has_scheduler,
         )
 
-    async def burst(
-        self, caller: Caller, pool: str, *, ensure: int, data_class: str | None
-    ) -> BurstResult:
-        return await self.plane.burst(caller, pool, ensure=ensure, data_class=data_class)
-
-    async def drain(self, caller: Caller, nodes: Sequence[str], *, reason: str) -> ActionResult:
-        return await self.plane.drain(caller, list(nodes), reason=reason)
-
-    async def resume(self, caller: Caller, nodes: Sequence[str]) -> ActionResult:
-        return await self.plane.resume(caller, list(nodes))
-
-    async def terminate(self, caller: Caller, nodes: Sequence[str], *, reason: str) -> ActionResult:
-        return await self.plane.terminate(caller, list(nodes), reason=reason)
-
-    async def wait(
-        self,
-        nodes: Collection[str],
-        until: Collection[State],
-        *,
-        timeout_s: float,
-        on_progress: OnProgress | None = None,
-    ) -> Progress:
-        return await self.plane.wait(nodes, until, timeout_s=timeout_s, on_progress=on_progress)
-
-    async def run_command(
-        self, caller: Caller, nodes: Sequence[str], command: str, *, timeout_s: float
-    ) -> list[CommandResult]:
-        return await self.plane.run_command(caller, list(nodes), command, timeout_s=timeout_s)
-
-    async def price_per_hour(self, pool: str) -> float | None:
-        return await self.plane.price_per_hour(pool)
-
-    async def cost_report(self, caller: Caller) -> CostReport:
-        return await self.plane.cost_report(caller)
-
 
 class _HeardLife(LifeMirror):
     """The service's lifecycle, mirrored; ``heard`` is set by its first message."""
@@ -154,7 +162,7 @@ class _HeardLife(LifeMirror):
         self.heard.set()
 
 
-class RemoteBackend:
+class RemoteBackend(_Forwarding):
     """``tidectl serve`` at ``path``: ``async with RemoteBackend(...)`` attaches (raises
     ``ServiceUnavailable``, a ``ControlError``, when nothing answers there)."""
 
@@ -166,6 +174,7 @@ class RemoteBackend:
         self.path = path
         #: Actions and waits, in the service, as this user through the playbook front end.
         self.remote: RemotePlane = RemotePlane(path, Frontend.PLAYBOOK, origin=origin)
+        self._acts = self.remote
         #: The service's fleet, records and scheduler view, mirrored here.
         self.attached: AttachedPlane = AttachedPlane(
             path, Fleet((), config.health), frontend=Frontend.PLAYBOOK
@@ -208,38 +217,3 @@ class RemoteBackend:
             launched=launched,
             has_scheduler=self.config.scheduler.kind != "none",
         )
-
-    async def burst(
-        self, caller: Caller, pool: str, *, ensure: int, data_class: str | None
-    ) -> BurstResult:
-        return await self.remote.burst(caller, pool, ensure=ensure, data_class=data_class)
-
-    async def drain(self, caller: Caller, nodes: Sequence[str], *, reason: str) -> ActionResult:
-        return await self.remote.drain(caller, list(nodes), reason=reason)
-
-    async def resume(self, caller: Caller, nodes: Sequence[str]) -> ActionResult:
-        return await self.remote.resume(caller, list(nodes))
-
-    async def terminate(self, caller: Caller, nodes: Sequence[str], *, reason: str) -> ActionResult:
-        return await self.remote.terminate(caller, list(nodes), reason=reason)
-
-    async def wait(
-        self,
-        nodes: Collection[str],
-        until: Collection[State],
-        *,
-        timeout_s: float,
-        on_progress: OnProgress | None = None,
-    ) -> Progress:
-        return await self.remote.wait(nodes, until, timeout_s=timeout_s, on_progress=on_progress)
-
-    async def run_command(
-        self, caller: Caller, nodes: Sequence[str], command: str, *, timeout_s: float
-    ) -> list[CommandResult]:
-        return await self.remote.run_command(caller, list(nodes), command, timeout_s=timeout_s)
-
-    async def price_per_hour(self, pool: str) -> float | None:
-        return await self.remote.price_per_hour(pool)
-
-    async def cost_report(self, caller: Caller) -> CostReport:
-        return await self.remote.cost_report(caller)

@@ -96,12 +96,6 @@ async def run_command(
         await connector.close()
 
 
-def exit_status(results: list[CommandResult]) -> int:
-    if any(r.exit_status is None for r in results):
-        return 255
-    return max((r.exit_status or 0 for r in results), default=0)
-
-
 def print_groups(groups: list[Group], out: TextIO) -> None:
     for item in groups:
         outcome = item.outcome
@@ -120,14 +114,9 @@ def print_groups(groups: list[Group], out: TextIO) -> None:
 
 def _record_outcome(audit: RunAudit, results: list[CommandResult]) -> None:
     from tidectl.console.audit import AuditUnavailable
+    from tidectl.console.fanout import run_outcome
 
-    failed = sum(1 for r in results if r.exit_status != 0)
-    outcome = (
-        f"done: exit {exit_status(results)}, {len(results) - failed} of {len(results)} node(s) "
-        "succeeded"
-        if results
-        else "failed: interrupted before any node answered"
-    )
+    outcome = run_outcome(results) if results else "failed: interrupted before any node answered"
     try:
         audit.end(outcome)
     except AuditUnavailable as error:
@@ -155,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
         results = asyncio.run(run_command(config, specs, command, args.timeout))
     finally:
         _record_outcome(audit, results)
-    from tidectl.console.fanout import group
+    from tidectl.console.fanout import exit_status, group
 
     groups = group(results)
     if args.json:

@@ -36,6 +36,7 @@ from tidectl.console.control.sovereignty import burst_class
 from tidectl.console.cost.budgets import budget_refusal, budgets_for
 from tidectl.console.cost.report import CostReport, cost_report
 from tidectl.console.cost.usage import UsageMeter
+from tidectl.console.fanout import run_outcome
 from tidectl.console.fleet import Fleet
 from tidectl.console.lifecycle.burst import BurstRefused, BurstResult
 from tidectl.console.lifecycle.engine import Engine, ReconcileResult
@@ -482,12 +483,7 @@ class ControlPlane:
                 *(self._collector.run_on(name, command, timeout_s) for name in names)
             )
         )
-        worst = max((r.exit_status for r in results if r.exit_status is not None), default=0)
-        exit_status = 255 if any(r.exit_status is None for r in results) else worst
-        succeeded = sum(1 for r in results if r.exit_status == 0)
-        await self._outcome(
-            rid, f"done: exit {exit_status}, {succeeded} of {len(results)} node(s) succeeded"
-        )
+        await self._outcome(rid, run_outcome(results))
         return results
 
     # -- host identity ----------------------------------------------------------------------

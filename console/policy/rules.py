@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tidectl.console.config.model import PoolSpec
-from tidectl.console.cost.budgets import BudgetStatus, budget_name, money
+from tidectl.console.cost.budgets import BudgetStatus, budget_name, money, period_start
 from tidectl.console.lifecycle.states import State
 from tidectl.console.scheduler.base import Job
 
@@ -204,8 +204,6 @@ def _budgets(
 
 
 def _period_key(status: BudgetStatus) -> float:
-    from tidectl.console.cost.budgets import period_start
-
     return period_start(status.budget.period, status.now)
 
 
