@@ -69,6 +69,7 @@ from tidectl.console.sim.defaults import (
     NODES_PER_WORKER,
 )
 from tidectl.console.sim.files import SimFilesError, SimLayout
+from tidectl.console.sim.packets import send_no_ignore_packets
 from tidectl.console.sim.shell import (
     Action,
     NodeView,
@@ -403,6 +404,7 @@ class _Login(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        send_no_ignore_packets(conn)
         self._server.track(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:

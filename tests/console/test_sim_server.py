@@ -171,6 +171,28 @@ async def test_sftp_deploy_then_stream(server: SimServer) -> None:
     assert all(0.15 < gap < 1.0 for gap in gaps), gaps
 
 
+async def test_a_stream_arrives_one_packet_a_line_as_from_openssh(server: SimServer) -> None:
+    """asyncssh's server puts an SSH_MSG_IGNORE before every packet; OpenSSH, what real nodes
+    run, does not, and the sim must not either (console/sim/packets.py): the collector
+    benchmark would charge the console for a thousand packets a second no cluster sends."""
+    path = place_agent(server, "sim0001")
+    async with await connect(server) as conn:
+        # The transport's count of packets received (asyncssh keeps it for the MAC's
+        # sequence number; there is no public counter).
+        before = conn._recv_seq  # type: ignore[attr-defined]
+        result = await conn.run(
+            f"exec python3 {path} stream --interval 0.05 --count 20 --probes gpu", encoding=None
+        )
+        received = conn._recv_seq - before  # type: ignore[attr-defined]
+    assert result.exit_status == 0, result.stderr
+    assert isinstance(result.stdout, bytes)
+    lines = len(result.stdout.splitlines())
+    assert lines == 21  # the hello, then 20 samples
+    # The lines, and the session's own packets (open, exit status, EOF, close, window
+    # adjusts): with an IGNORE before each packet, over twice the lines.
+    assert lines <= received <= lines + 10, (lines, received)
+
+
 async def test_stream_refused_when_the_agent_is_missing(server: SimServer) -> None:
     async with await connect(server) as conn:
         result = await conn.run(f"exec python3 {agent_path()} stream --interval 1")

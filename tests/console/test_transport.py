@@ -273,6 +273,76 @@ async def test_silent_agent_goes_stale_then_is_recycled(node: FakeNode) -> None:
     assert "no data from the agent" in recorder.error_for(LinkState.UNREACHABLE)
 
 
+async def test_the_last_line_of_a_long_stderr_says_why(node: FakeNode) -> None:
+    async def noisy_crash(process: asyncssh.SSHServerProcess[bytes]) -> None:
+        process.stderr.write(b"warning: something chatty\n" * 2000)  # ~50 kB
+        process.stderr.write(b"OSError: [Errno 28] No space left on device\n")
+        process.exit(3)
+
+    node.stream = noisy_crash
+    recorder = Recorder()
+    await run_until(
+        link_for(node, recorder), recorder, lambda: recorder.seen(LinkState.AGENT_FAILED)
+    )
+    assert recorder.error_for(LinkState.AGENT_FAILED) == (
+        "agent exited with status 3: OSError: [Errno 28] No space left on device"
+    )
+
+
+async def test_an_agent_silent_for_a_while_streams_again_on_the_same_connection(
+    node: FakeNode,
+) -> None:
+    # AGENT's interval is 0.1 s: stale after 0.3 s of silence, recycled after 1 s.
+    async def pause(process: asyncssh.SSHServerProcess[bytes]) -> None:
+        process.stdout.write(b'{"n": 1}\n')
+        await asyncio.sleep(0.6)
+        for n in range(2, 6):
+            process.stdout.write(b'{"n": %d}\n' % n)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(30)
+
+    node.stream = pause
+    recorder = Recorder()
+    await run_until(link_for(node, recorder), recorder, lambda: len(recorder.lines) >= 5)
+    states = [state for state, _ in recorder.states]
+    assert states[-4:] == [
+        LinkState.STREAMING,
+        LinkState.STALE,
+        LinkState.STREAMING,
+        LinkState.STOPPED,  # run_until's cancel
+    ]
+    assert states.count(LinkState.CONNECTING) == 1  # never reconnected
+    assert "no data from the agent" in recorder.error_for(LinkState.STALE)
+
+
+async def test_a_consumer_that_raises_ends_the_stream_and_the_link_recovers(
+    node: FakeNode,
+) -> None:
+    async def steady(process: asyncssh.SSHServerProcess[bytes]) -> None:
+        while True:
+            process.stdout.write(b'{"n": 1}\n')
+            await asyncio.sleep(0.05)
+
+    node.stream = steady
+    recorder = Recorder()
+    raised: list[bytes] = []
+
+    def on_line(name: str, line: bytes) -> None:
+        if not raised:  # a bug downstream, once
+            raised.append(line)
+            raise KeyError("n")
+        recorder.on_line(name, line)
+
+    link = link_for(node, recorder)
+    link._on_line = on_line
+    await run_until(link, recorder, lambda: len(recorder.lines) >= 3)
+    states = [state for state, _ in recorder.states]
+    assert LinkState.UNREACHABLE in states
+    assert "KeyError" in recorder.error_for(LinkState.UNREACHABLE)
+    assert states.count(LinkState.CONNECTING) == 2  # the stream ended, the link came back
+    assert states[-2:] == [LinkState.STREAMING, LinkState.STOPPED]  # STOPPED: run_until
+
+
 async def test_fanout_runs_over_open_connections_and_groups(tmp_path: Path) -> None:
     nodes = [await make_fake_node(tmp_path / f"n{i}").start() for i in range(3)]
     try:
