@@ -441,9 +441,13 @@ class Engine:
         try:
             # Joining again after a restart is not an error: the scheduler has it already.
             # A Slurm CLOUD node is always listed (slurm.conf names it), powered down or not:
-            # it is asked each pass until it takes jobs (powering it up is idempotent).
+            # it is asked each pass until it takes jobs (powering it up is idempotent) —
+            # unless this pass saw its power-up asked already, when asking would change
+            # nothing and cost slurmctld a full sinfo and squeue per joining node per pass.
             cloud_node = pool is not None and action.node in pool.slurm_nodes
-            if action.node not in self._in_scheduler or cloud_node:
+            if cloud_node and self._power_up_seen(action.node):
+                pass
+            elif action.node not in self._in_scheduler or cloud_node:
                 await self._scheduler.add_node(action.node, gpus)
                 failpoints.reach("reconcile.joining")
                 self._in_scheduler.add(action.node)
@@ -454,6 +458,11 @@ class Engine:
                 action.node, pool.bootstrap.join_command, cloud_node
             )
         return None
+
+    def _power_up_seen(self, node: str) -> bool:
+        """This pass's scheduler view shows ``node``'s power-up asked (or under way)."""
+        seen = self.scheduler_seen.node(node) if self.scheduler_seen is not None else None
+        return seen is not None and NodeFlag.POWERING_UP in seen.flags
 
     async def _run_join_command(self, node: str, command: str, cloud_node: bool) -> Report | None:
         """The pool's join command, once per node (again after a restart: it must be safe to
