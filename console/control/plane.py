@@ -785,6 +785,14 @@ class ControlPlane:
 
         return plane_summary_html(self)
 
+    def record_notice(
+        self, kind: str, sentence: str, *, pool: str | None = None, key: str | None = None
+    ) -> bool:
+        """Record what the automation saw and said without moving a node (a budget past its
+        warning line), as the policy loop; ``tidectl events`` lists it. With ``key``, only
+        the first of that key is kept: False when one was recorded before."""
+        return self.store.add_notice(kind, sentence, actor=POLICY_ACTOR, pool=pool, key=key)
+
     def transitions(self, after_id: int = 0, limit: int = 500) -> list[tuple[int, Transition]]:
         """Lifecycle moves since row ``after_id`` (for an events view)."""
         return self.store.transitions_since(after_id, limit)

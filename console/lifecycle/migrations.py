@@ -124,6 +124,21 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX usage_by_hour ON usage (hour)",
         "CREATE INDEX usage_by_intent ON usage (intent_id, hour)",
     ),
+    # 4: notices: what the automation saw and said without moving a node (a budget past its
+    # warning line), for ``tidectl events``. ``key`` makes a notice once-only (a budget's
+    # warning once a period, a restart included); NULL for notices that may repeat.
+    (
+        """CREATE TABLE notices (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            pool TEXT,
+            actor TEXT NOT NULL,
+            sentence TEXT NOT NULL,
+            key TEXT UNIQUE
+        )""",
+        "CREATE INDEX notices_by_at ON notices (at)",
+    ),
 )
 
 

@@ -135,3 +135,15 @@ class UsageRow:
     idle_s: float
     idle_usd: float
     last_idle: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What the automation saw and said without moving a node: a budget past its warning
+    line. ``at`` is wall-clock seconds; ``pool`` None for a notice about every pool."""
+
+    at: float
+    kind: str
+    pool: str | None
+    actor: str
+    sentence: str

@@ -49,6 +49,7 @@ from tidectl.console.lifecycle.records import (
     JsonObject,
     LedgerEntry,
     NodeRecord,
+    Notice,
     UsageRow,
 )
 from tidectl.console.lifecycle.states import (
@@ -813,6 +814,48 @@ class Store:
         cursor = self._db.cursor()
         cursor.row_factory = None
         return [_usage(row) for row in cursor.execute(sql + " ORDER BY hour, node", args)]
+
+    # -- notices ----------------------------------------------------------------------------
+
+    def add_notice(
+        self,
+        kind: str,
+        sentence: str,
+        *,
+        actor: str,
+        pool: str | None = None,
+        key: str | None = None,
+        at: float | None = None,
+    ) -> bool:
+        """Record a notice; with ``key``, only the first notice of that key is kept (a
+        budget's warning once a period, across restarts). True when it was recorded."""
+        with self._writing() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO notices (at, kind, pool, actor, sentence, key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time() if at is None else at, kind, pool, actor, sentence, key),
+            )
+        return cursor.rowcount == 1
+
+    def has_notice(self, key: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM notices WHERE key = ?", (key,)).fetchone() is not None
+        )
+
+    def notices(self, since: float, *, actor: str | None = None, limit: int = 200) -> list[Notice]:
+        """The newest ``limit`` notices at or after ``since`` (by ``actor``), oldest first."""
+        sql = "SELECT at, kind, pool, actor, sentence FROM notices WHERE at >= ?"
+        args: list[object] = [since]
+        if actor is not None:
+            sql += " AND actor = ?"
+            args.append(actor)
+        rows = self._db.execute(sql + " ORDER BY at DESC, id DESC LIMIT ?", [*args, limit])
+        return [
+            Notice(
+                at=r["at"], kind=r["kind"], pool=r["pool"], actor=r["actor"], sentence=r["sentence"]
+            )
+            for r in reversed(rows.fetchall())
+        ]
 
 
 # -- rows <-> records ---------------------------------------------------------------------

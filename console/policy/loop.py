@@ -88,7 +88,7 @@ class PolicyLoop:
             return self._fit(pool, price, now)
 
         decisions = decide(look, self.plane.config.pools, self.memory, fits)
-        done = [await self._carry_out(decision) for decision in decisions]
+        done = [d for d in [await self._carry_out(decision) for decision in decisions] if d]
         self.passes += 1
         if done:
             said = [_said(item, dry=self.dry_run) for item in done]
@@ -181,8 +181,14 @@ class PolicyLoop:
         covered = any(b.pool in (None, pool) for b in budgets)
         return low if covered else None
 
-    async def _carry_out(self, decision: Decision) -> Done:
+    async def _carry_out(self, decision: Decision) -> Done | None:
+        """What became of ``decision``; None for a warning given already (before a restart:
+        the store keeps one per budget and period, and ``tidectl events`` lists it)."""
         if isinstance(decision, Warn):
+            if not self.dry_run and not self.plane.record_notice(
+                "budget-warning", decision.sentence, pool=decision.pool, key=decision.key
+            ):
+                return None
             return Done(decision, True, decision.sentence)
         if self.dry_run:
             return Done(decision, True, _what(decision))

@@ -120,6 +120,11 @@ class Burst:
 @dataclass(frozen=True, slots=True)
 class Warn:
     sentence: str
+    #: The pool the budget covers (None: every pool).
+    pool: str | None = None
+    #: Names this warning: the same budget's warning in the same period has the same key
+    #: (the store keeps one, so a restart does not warn again).
+    key: str = ""
     rule: str = "budget"
 
 
@@ -199,7 +204,13 @@ def _budgets(
             key = (budget.pool, str(budget.period), _period_key(status))
             if key not in memory.warned:
                 memory.warned.add(key)
-                decisions.append(Warn(f"budget warning: {status.sentence()}"))
+                decisions.append(
+                    Warn(
+                        f"budget warning: {status.sentence()}",
+                        pool=budget.pool,
+                        key=f"budget-warning:{budget.pool or '*'}:{budget.period}:{key[2]:.0f}",
+                    )
+                )
     return stopped
 
 

@@ -124,6 +124,41 @@ def test_every_migration_step_only_adds() -> None:
             assert additive.match(statement), statement
 
 
+def test_notices_are_kept_once_per_key_and_listed_by_time_and_actor(store: Store) -> None:
+    warn = {"actor": "policy", "pool": "a100", "key": "budget-warning:a100:day:0"}
+    assert store.add_notice("budget-warning", "85 % spent", at=100.0, **warn) is True
+    # The same key again (a restarted service, the same day): not kept, and said so.
+    assert store.add_notice("budget-warning", "86 % spent", at=200.0, **warn) is False
+    assert store.has_notice("budget-warning:a100:day:0")
+    assert store.add_notice("note", "no key: may repeat", actor="ana", at=150.0) is True
+    assert store.add_notice("note", "no key: may repeat", actor="ana", at=160.0) is True
+    listed = store.notices(0.0)
+    assert [(n.at, n.sentence, n.pool) for n in listed] == [
+        (100.0, "85 % spent", "a100"),
+        (150.0, "no key: may repeat", None),
+        (160.0, "no key: may repeat", None),
+    ]
+    assert [n.at for n in store.notices(120.0)] == [150.0, 160.0]
+    assert [n.at for n in store.notices(0.0, actor="policy")] == [100.0]
+    assert [n.at for n in store.notices(0.0, limit=2)] == [150.0, 160.0]  # the newest two
+
+
+def test_a_store_of_an_older_version_gains_notices_and_keeps_its_rows(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    with _raw(path) as raw:  # a version-3 store, as the tidectl before notices wrote it
+        raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO schema_version VALUES (3)")
+        for step in MIGRATIONS[:3]:
+            for statement in step:
+                raw.execute(statement)
+    with Store.open(path) as older:
+        _add_cloud(older, "aws-1")
+        assert older.notices(0.0) == []
+        assert older.add_notice("budget-warning", "said", actor="policy", key="k") is True
+    with _raw(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == len(MIGRATIONS)
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -47,6 +47,14 @@ def config(tmp_path: Path) -> Path:
             request_id="r2",
             at=now - 60,
         )
+        store.add_notice(
+            "budget-warning",
+            "budget warning: pool p's daily budget of $100.00: $85.00 spent, $15.00 left",
+            actor="policy",
+            pool="p",
+            key="budget-warning:p:day:0",
+            at=now - 30,
+        )
     return path
 
 
@@ -56,14 +64,22 @@ def test_events_list_moves_with_who_and_why_filtered(
     monkeypatch.setenv("COLUMNS", "160")
     assert main(["events", "-c", str(config), "--json"]) == 0
     events = json.loads(capsys.readouterr().out)["events"]
-    assert [(e["node"], e["before"], e["after"], e["actor"]) for e in events] == [
-        ("c-1", None, "active", "ana"),
-        ("c-1", "active", "draining", "policy"),
+    assert [(e["kind"], e.get("node"), e.get("after"), e["actor"]) for e in events] == [
+        ("move", "c-1", "active", "ana"),
+        ("move", "c-1", "draining", "policy"),
+        ("notice", None, None, "policy"),
     ]  # c-0 is three days old: outside the default day
+    assert events[-1]["notice"] == "budget-warning" and events[-1]["pool"] == "p"
+    assert events[-1]["reason"].startswith("budget warning: pool p's daily budget")
     assert main(["events", "-c", str(config), "--actor", "policy", "--since", "7d"]) == 0
     text = capsys.readouterr().out
     assert "active → draining" in text and "policy: idle: no jobs for 30 min" in text
+    assert "budget warning" in text and "$15.00 left" in text
     assert "c-0" not in text
+    assert main(["events", "-c", str(config), "--actor", "ana", "--json"]) == 0
+    assert {e["kind"] for e in json.loads(capsys.readouterr().out)["events"]} == {"move"}
+    assert main(["events", "-c", str(config), "--limit", "1", "--json"]) == 0
+    assert [e["kind"] for e in json.loads(capsys.readouterr().out)["events"]] == ["notice"]
     assert main(["events", "-c", str(config), "--since", "7d", "--node", "c-0", "--json"]) == 0
     assert [e["node"] for e in json.loads(capsys.readouterr().out)["events"]] == ["c-0"]
 

@@ -230,8 +230,20 @@ async def test_a_budget_refuses_what_would_pass_it_and_when_reached_drains_the_p
     (name,) = site.states()
     # Busy all along; after an hour and a quarter at $24/h, $30 is spent: the pool drains.
     decided: list[object] = []
+    while not decided:
+        decided += await site.step(480, busy={name})
+    assert [(type(d).__name__, d.rule) for d in decided] == [("Warn", "budget")]
+    [notice] = world.store.notices(0)  # `tidectl events` lists it
+    assert (notice.kind, notice.pool, notice.actor) == ("budget-warning", "gpu", "policy")
+    assert notice.sentence.startswith("budget warning: pool gpu's daily budget of $30.00: $")
+    # A restarted service (the loop's memory gone) does not warn again in the same period.
+    site.loop = PolicyLoop(site.plane)
+    assert await site.step(1, busy={name}) == []
+    assert len(world.store.notices(0)) == 1
     for _ in range(10):
         decided += await site.step(480, busy={name})
+        if len(decided) > 1:
+            break
     assert [(type(d).__name__, d.rule) for d in decided] == [
         ("Warn", "budget"),
         ("Drain", "budget"),

@@ -163,13 +163,16 @@ def test_a_reached_budget_drains_what_serves_ends_what_never_joined_and_stops_bu
 def test_a_budget_past_warn_at_warns_once_a_period() -> None:
     policy = Policy()
     warned = policy.at(0, (), budgets=(status(850.0),))
-    assert warned == [
-        Warn(
-            "budget warning: pool h100's daily budget of $1,000.00: $850.00 spent, $150.00 "
-            "left — about 1.5 h at $98.00/h"
-        )
+    assert [w.sentence for w in warned if isinstance(w, Warn)] == [
+        "budget warning: pool h100's daily budget of $1,000.00: $850.00 spent, $150.00 "
+        "left — about 1.5 h at $98.00/h"
     ]
     assert policy.at(60, (), budgets=(status(900.0),)) == []
+    (warning,) = warned
+    assert isinstance(warning, Warn) and warning.pool == "h100"
+    # The key names the budget and its period: the store keeps one per key, so a restarted
+    # service does not warn again the same day.
+    assert warning.key.startswith("budget-warning:h100:day:")
 
 
 def test_pressure_bursts_for_what_waited_beyond_free_capacity_once_per_cooldown() -> None:
