@@ -202,7 +202,7 @@ class Collector:
         self._bad_lines[name] = 0
         self.lines_decoded += 1
         if isinstance(record, schema.Sample):
-            self.fleet.on_sample(name, record)
+            self.fleet.on_sample(name, record, line)
         else:
             self.fleet.on_hello(name, record)
 

@@ -96,6 +96,9 @@ class NodeState:
     link_error: str | None = None
     hello: schema.Hello | None = None
     sample: schema.Sample | None = None
+    #: ``sample`` as the agent's line said it (when the collector handed it over): what a
+    #: service forwards to attached consoles as is, rather than encode the record again.
+    sample_line: bytes | None = None
     #: The fleet's clock when ``sample`` arrived; -inf (infinitely old) before the first.
     sample_at: float = -math.inf
     #: The fleet's clock when the agent last said anything valid (hello or sample).
@@ -211,8 +214,9 @@ class Fleet:
         self._evaluate(state, now)
         self._mark(name)
 
-    def on_sample(self, name: str, sample: schema.Sample) -> None:
-        """One tick of one node: rates, events, history, then its findings."""
+    def on_sample(self, name: str, sample: schema.Sample, line: bytes | None = None) -> None:
+        """One tick of one node: rates, events, history, then its findings. ``line``: the
+        agent's line ``sample`` was decoded from, if the caller has it (the collector)."""
         state = self._node(name)
         now = self._clock()
         previous = state.sample
@@ -220,6 +224,7 @@ class Fleet:
         observe(state.recent, sample, state.rates, now, self.thresholds)
         self._record_history(state, sample, now)
         state.sample = sample
+        state.sample_line = line
         state.sample_at = now
         state.heard_at = now
         state.agent_error = None

@@ -76,7 +76,11 @@ class NodeInputs:
         if node.hello is not None and node.hello is not hello:
             update["hello"] = node.hello
         if node.sample is not None and node.sample is not sample:
-            update["sample"] = node.sample
+            # The agent's own line when the fleet has it: a valid JSON object without a
+            # newline (the collector decoded it whole, split on newlines), embedded as is.
+            # Encoding the record again cost ~50 µs a sample per attached client.
+            line = node.sample_line
+            update["sample"] = node.sample if line is None else msgspec.Raw(line)
         self._sent[name] = (node.hello, node.sample)
         return update
 

@@ -98,8 +98,17 @@ class SimFeed:
         self.fleet.on_hello(self.name, self.hello())
         return self.state
 
+    def line(self, mutate: Mutate | None = None) -> bytes:
+        """The next sample as the agent's line (no newline, as the collector splits it)."""
+        record = self.sample_record()
+        if mutate is not None:
+            mutate(record)
+        return protocol.encode(record).rstrip(b"\n")
+
     def send(self, mutate: Mutate | None = None) -> NodeState:
-        self.fleet.on_sample(self.name, self.sample(mutate))
+        """The next sample into the fleet, with its line, as the collector hands it over."""
+        line = self.line(mutate)
+        self.fleet.on_sample(self.name, _DECODE_SAMPLE.decode(line), line)
         return self.state
 
     @property

@@ -14,13 +14,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 
+from tests.console.test_health import FakeClock, SimFeed
+from tidectl.console import schema
 from tidectl.console.config.model import NodeSpec
 from tidectl.console.control.roles import Roles
 from tidectl.console.fleet import Fleet
 from tidectl.console.model import LinkState
+from tidectl.console.server.mirror import FleetMessage, decode_stream
 from tidectl.console.server.service import Service
+from tidectl.console.server.stream import NodeInputs
 from tidectl.console.server.wire import Request, encode
 from tidectl.console.thresholds import HealthThresholds
 
@@ -113,3 +118,26 @@ async def test_updates_are_coalesced_and_a_client_that_stops_reading_is_dropped(
         pass
     assert update["nodes"]["gpu0002"] is None  # gone from the fleet
     fast_writer.close()
+
+
+def test_a_full_stream_forwards_the_agents_line_and_the_mirror_reads_the_same_sample() -> None:
+    fleet = Fleet([NodeSpec("gpu1", "127.0.0.1", 22, "dc1", "t")], HealthThresholds())
+    feed = SimFeed(fleet, "gpu1", FakeClock())
+    feed.start()
+    node = feed.send()
+    assert node.sample_line is not None
+    update = NodeInputs()("gpu1", node)
+    assert update is not None
+    raw = update["sample"]
+    # The line itself, not the record encoded again (that cost ~50 µs a sample per client).
+    assert isinstance(raw, msgspec.Raw) and bytes(raw) == node.sample_line
+    wire = msgspec.json.encode({"event": "fleet", "seq": 1, "nodes": {"gpu1": update}})
+    assert b"\n" not in wire  # one message, one line
+    message = decode_stream(wire)
+    assert isinstance(message, FleetMessage)
+    mirrored = message.nodes["gpu1"]
+    assert mirrored is not None and mirrored.sample == node.sample
+    # A sample the fleet got without its line (a mirror's own fleet) is encoded as before.
+    fleet.on_sample("gpu1", feed.sample())
+    again = NodeInputs()("gpu1", fleet.nodes["gpu1"])
+    assert again is not None and isinstance(again["sample"], schema.Sample)
