@@ -1,15 +1,18 @@
 """The collector's cost at scale: N simulated nodes at 1 Hz, the sim server in another process.
 
 Starts ``tidectl sim serve --nodes N`` as a subprocess, then runs the real Collector and Fleet
-in this process against it (real SSH, real agent deploy over SFTP, real decoding). After a
-warm-up it measures, over ``--seconds``:
+in this process against it (real SSH, real agent deploy over SFTP, real decoding) — or, with
+``--workers N``, the real ``ShardedCollector``: N worker processes receive and judge, and this
+process's fleet takes their digests. After a warm-up it measures, over ``--seconds``:
 
-* this process's CPU (user + system) as a share of one core;
+* this process's CPU (user + system) as a share of one core; the workers' CPU, and the two
+  together;
 * the latency from each sample's timestamp (taken on the simulated node when the tick
-  started) to the moment the fleet applied it: median, p99, max;
+  started) to the moment this process's fleet has it: median, p99, max (with workers, one
+  sample in five);
 * samples applied per second, and nodes streaming.
 
-    python bench/collector_load.py --nodes 1000 --seconds 60
+    python bench/collector_load.py --nodes 1000 --seconds 60 [--workers 2]
 """
 
 from __future__ import annotations
@@ -30,13 +33,26 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import msgspec
+
 from tidectl.console import gc_tuning, schema
 from tidectl.console.collector import Collector
 from tidectl.console.config.loader import load_config
 from tidectl.console.fleet import Fleet
 from tidectl.console.model import LinkState
+from tidectl.console.shard.collector import ShardedCollector
+from tidectl.console.shard.digest import NodeDigest
 
 GOAL_CPU_PCT = 15.0
+#: With collector workers, one sample in this many is timed (see ``TimedFleet.take``).
+LATENCY_EVERY = 5
+
+
+class _Ts(msgspec.Struct):
+    ts: float
+
+
+_TS = msgspec.json.Decoder(_Ts)
 GOAL_P99_MS = 200.0
 
 
@@ -45,11 +61,23 @@ class TimedFleet(Fleet):
 
     latencies: list[float]
     recording = False
+    _taken = 0
 
-    def on_sample(self, name: str, sample: schema.Sample) -> None:
-        super().on_sample(name, sample)
+    def on_sample(self, name: str, sample: schema.Sample, line: bytes | None = None) -> None:
+        super().on_sample(name, sample, line)
         if self.recording:
             self.latencies.append(time.time() - float(sample.ts))
+
+    def take(self, name: str, digest: NodeDigest) -> bool:
+        """With collector workers: one digest in ``LATENCY_EVERY`` is timed (reading a line's
+        ``ts`` parses the line: timing every one would add ~1.5 points to what is measured)."""
+        moved = super().take(name, digest)
+        if self.recording and digest.line is not None:
+            self._taken += 1
+            if self._taken % LATENCY_EVERY == 0:
+                ts = _TS.decode(digest.line).ts
+                self.latencies.append(time.time() - float(ts))
+        return moved
 
 
 def _cpu_s() -> float:
@@ -58,7 +86,13 @@ def _cpu_s() -> float:
 
 
 async def measure(
-    config_path: Path, nodes: int, warmup_s: float, seconds: float, tune_gc: bool
+    config_path: Path,
+    *,
+    nodes: int,
+    warmup_s: float,
+    seconds: float,
+    tune_gc: bool,
+    workers: int = 0,
 ) -> dict[str, object]:
     if tune_gc:  # as tidectl console does (console/gc_tuning.py)
         gc_tuning.tune_for_streaming()
@@ -66,7 +100,10 @@ async def measure(
     fleet = TimedFleet(config.nodes, config.health)
     fleet.latencies = []
     started = time.monotonic()
-    async with Collector(config, fleet) as collector:
+    collector: Collector | ShardedCollector = (
+        ShardedCollector(config, fleet, workers=workers) if workers else Collector(config, fleet)
+    )
+    async with collector:
         deadline = started + warmup_s + 120
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
@@ -80,9 +117,12 @@ async def measure(
         if tune_gc:
             gc_tuning.freeze_long_lived()
         fleet.recording = True
+        pids = collector.worker_pids if isinstance(collector, ShardedCollector) else []
+        workers0 = sum(_proc_cpu_s(pid) for pid in pids)
         cpu0, wall0, decoded0 = _cpu_s(), time.monotonic(), collector.lines_decoded
         await asyncio.sleep(seconds)
         cpu1, wall1, decoded1 = _cpu_s(), time.monotonic(), collector.lines_decoded
+        workers1 = sum(_proc_cpu_s(pid) for pid in pids)
         fleet.recording = False
         streaming = sum(n.link is LinkState.STREAMING for n in fleet.nodes.values())
     lat = sorted(fleet.latencies)
@@ -91,6 +131,12 @@ async def measure(
         "streaming_at_end": streaming,
         "all_streaming_after_s": round(connect_s, 1),
         "console_cpu_pct_of_one_core": round(100.0 * (cpu1 - cpu0) / (wall1 - wall0), 2),
+        "collector_workers": workers,
+        # The workers' share (receiving, decoding, judging), and the whole collection's.
+        "workers_cpu_pct_of_one_core": round(100.0 * (workers1 - workers0) / (wall1 - wall0), 2),
+        "collection_cpu_pct_of_one_core": round(
+            100.0 * (cpu1 - cpu0 + workers1 - workers0) / (wall1 - wall0), 2
+        ),
         "lines_per_s": round((decoded1 - decoded0) / (wall1 - wall0), 1),
         "latency_ms_median": round(1000 * statistics.median(lat), 1) if lat else None,
         "latency_ms_p99": round(1000 * lat[int(0.99 * (len(lat) - 1))], 1) if lat else None,
@@ -105,6 +151,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--base-port", type=int, default=24001)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="[collector] workers (0: in the console process)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--no-gc-tuning", action="store_true", help="leave Python's collector as it comes"
@@ -139,10 +188,11 @@ def main() -> None:
             result = asyncio.run(
                 measure(
                     Path(tmp) / "cluster.toml",
-                    args.nodes,
-                    args.warmup,
-                    args.seconds,
+                    nodes=args.nodes,
+                    warmup_s=args.warmup,
+                    seconds=args.seconds,
                     tune_gc=not args.no_gc_tuning,
+                    workers=args.workers,
                 )
             )
             result["sim_server_cpu_pct_avg"] = round(

@@ -16,6 +16,7 @@ one broken panel must not blind the others, nor the fleet.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -23,11 +24,14 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
 
 from tidectl.console import schema
 from tidectl.console.config.model import NodeSpec
 from tidectl.console.health import (
+    PeerContext,
     PeerRates,
     PortShare,
     Recent,
@@ -41,10 +45,13 @@ from tidectl.console.health import (
     port_share,
     same_port_rates,
 )
-from tidectl.console.history import NodeHistory
+from tidectl.console.history import NodeHistory, Row
 from tidectl.console.model import Finding, LinkState, Severity
 from tidectl.console.rates import NodeRates
 from tidectl.console.thresholds import HealthThresholds
+
+if TYPE_CHECKING:
+    from tidectl.console.shard.digest import NodeDigest
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,9 @@ IN_USE_UTIL_PCT = 5.0
 MAX_SAMPLES_PER_S = 2.0
 
 Subscriber = Callable[[frozenset[str]], None]
+#: (GPUs listed, GPUs in use, utilisation sum, utilisations counted): ``NodeState.gpu_stats``.
+GpuStats = tuple[int, int, float, int]
+SAMPLE_DECODER: msgspec.json.Decoder[schema.Sample] = msgspec.json.Decoder(schema.Sample)
 
 
 class UnknownNodeError(KeyError):
@@ -95,10 +105,15 @@ class NodeState:
     link: LinkState = LinkState.CONNECTING
     link_error: str | None = None
     hello: schema.Hello | None = None
-    sample: schema.Sample | None = None
     #: ``sample`` as the agent's line said it (when the collector handed it over): what a
     #: service forwards to attached consoles as is, rather than encode the record again.
     sample_line: bytes | None = None
+    #: The latest sample, decoded (see ``sample``); None with ``_undecoded`` set: not yet.
+    _sample: schema.Sample | None = None
+    _undecoded: bool = False
+    #: The line before ``sample_line``, kept by a fleet fed by collector workers: the
+    #: per-port, per-interface rates are worked out from the two when a view asks.
+    previous_line: bytes | None = None
     #: The fleet's clock when ``sample`` arrived; -inf (infinitely old) before the first.
     sample_at: float = -math.inf
     #: The fleet's clock when the agent last said anything valid (hello or sample).
@@ -119,10 +134,34 @@ class NodeState:
     hca_types: dict[str, str] = field(default_factory=dict)
     #: GPUs the hello's inventory lists (None: no inventory), read once for gpu.missing.
     expected_gpus: int | None = None
+    #: The latest sample's GPUs: how many it lists (0 when its GPU section failed), how many
+    #: are above ``IN_USE_UTIL_PCT``, and the sum and count of their utilisations — what
+    #: the fleet's summary adds up without reading a thousand samples a second.
+    gpu_stats: GpuStats = (0, 0, 0.0, 0)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def sample(self) -> schema.Sample | None:
+        """The latest sample. A fleet fed by collector workers holds only its line until a
+        reader asks (a view shows a handful of a thousand nodes): decoded once, then kept."""
+        if self._undecoded:
+            self._undecoded = False
+            assert self.sample_line is not None
+            # The worker decoded this very line with the same schema: it cannot fail here.
+            self._sample = SAMPLE_DECODER.decode(self.sample_line)
+        return self._sample
+
+    @sample.setter
+    def sample(self, value: schema.Sample | None) -> None:
+        self._sample, self._undecoded = value, False
+
+    @property
+    def has_sample(self) -> bool:
+        """Whether the agent has sent a sample (without decoding it)."""
+        return self._undecoded or self._sample is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +202,10 @@ class Fleet:
         self._dirty: set[str] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_loop: asyncio.AbstractEventLoop | None = None
+        #: Set by a collector whose worker processes derive every node's rates, history and
+        #: findings (``console/shard``): this fleet then records what ``take`` hands it and
+        #: judges nothing itself (no staleness sweep, no re-evaluation).
+        self.derived_elsewhere = False
         for spec in nodes:
             self.add(spec)
 
@@ -255,6 +298,8 @@ class Fleet:
 
     def check_staleness(self) -> None:
         """Call about every second: nodes whose agent fell silent become unknown (agent.stale)."""
+        if self.derived_elsewhere:
+            return  # the workers' fleets sweep their own nodes
         now = self._clock()
         for node in self._nodes.values():
             if node.heard_at is None or node.link is not LinkState.STREAMING:
@@ -263,34 +308,76 @@ class Fleet:
                 self._evaluate(node, now)
                 self._mark(node.name)
 
+    def take(self, name: str, digest: NodeDigest) -> bool:
+        """Record what a collector worker derived for node ``name`` (``console/shard``).
+        True when the fleet's common IB rates moved (the workers must hear of it)."""
+        node = self._node(name)
+        hello = digest.hello
+        if hello is not None:
+            node.hello = hello
+            node.hca_types = hca_types(hello)
+            node.expected_gpus = hello.gpu_count
+            node.history.resize(self._capacity(float(hello.interval_s or 1.0)))
+        if digest.line is not None:
+            node.previous_line, node.sample_line = node.sample_line, digest.line
+            node._sample, node._undecoded = None, True
+            if digest.rates is not None:
+                node.rates.adopt(digest.rates, functools.partial(_samples, node))
+        for at, row, gpus in digest.rows:
+            node.history.append(at, row, gpus)
+        node.events.extendleft(digest.events)  # oldest first: the newest ends leftmost
+        node.link, node.link_error = digest.link, digest.link_error
+        node.agent_error, node.stale = digest.agent_error, digest.stale
+        node.health, node.health_since = digest.health, digest.health_since
+        node.findings = digest.findings
+        node.heard_at, node.sample_at = digest.heard_at, digest.sample_at
+        node.gpu_stats = digest.gpu_stats
+        moved = False
+        if digest.peer_share is not None:
+            node.peer_share = digest.peer_share
+            moved = self._peers.update(name, digest.peer_share)
+        self._mark(name)
+        return moved
+
+    @property
+    def peer_context(self) -> PeerContext:
+        """The IB rates most ports of each peer group run at, fleet-wide."""
+        return self._peers.context
+
     # -- derived state -----------------------------------------------------------------------
 
     def _record_history(self, node: NodeState, sample: schema.Sample, now: float) -> None:
         gpu = sample.probes.gpu
         gpus: dict[int, tuple[float | None, ...]] = {}
         mean_util: float | None = None
+        listed = in_use = util_n = 0
+        util_sum = 0.0
         if gpu is not None and gpu.error is None and gpu.gpus:
-            # One pass over the GPUs for their rows and the mean (every sample of every node).
-            util_sum, util_n = 0.0, 0
+            # One pass over the GPUs for their rows, the mean and the summary's counts (every
+            # sample of every node).
+            listed = len(gpu.gpus)
             for g in gpu.gpus:
                 util = g.util_pct
                 gpus[g.index] = (util, g.temp_c, g.power_w, g.mem_used_bytes)  # GPU_SERIES order
                 if util is not None:
                     util_sum += util
                     util_n += 1
+                    in_use += util > IN_USE_UTIL_PCT
             mean_util = util_sum / util_n if util_n else None
+        node.gpu_stats = (listed, in_use, util_sum, util_n)
         rates = node.rates
-        node.history.append(
-            now,
-            (
-                mean_util,
-                rates.ib_total("rcv_bytes"),
-                rates.ib_total("xmit_bytes"),
-                rates.nic_total("rx_bytes"),
-                rates.nic_total("tx_bytes"),
-            ),
-            gpus,
+        row = (
+            mean_util,
+            rates.ib_total("rcv_bytes"),
+            rates.ib_total("xmit_bytes"),
+            rates.nic_total("rx_bytes"),
+            rates.nic_total("tx_bytes"),
         )
+        node.history.append(now, row, gpus)
+        self._recorded(node, now, row, gpus)
+
+    def _recorded(self, node: NodeState, at: float, row: Row, gpus: Mapping[int, Row]) -> None:
+        """A history row was added (a collector worker's fleet sends it on)."""
 
     def _update_peers(self, node: NodeState) -> None:
         share = port_share(node.sample, node.hca_types)
@@ -302,6 +389,8 @@ class Fleet:
             self._evaluate_all()
 
     def _evaluate_all(self) -> None:
+        if self.derived_elsewhere:
+            return
         now = self._clock()
         for node in self._nodes.values():
             before = node.findings
@@ -332,17 +421,13 @@ class Fleet:
             by_link[node.link] += 1
             by_health[node.health] += 1
             by_site[node.spec.site] += 1
-            section = node.sample.probes.gpu if node.sample is not None else None
-            gpus = section.gpus if section is not None and section.error is None else []
-            total += max(node.expected_gpus or 0, len(gpus))
+            listed, busy, node_util_sum, node_util_n = node.gpu_stats
+            total += max(node.expected_gpus or 0, listed)
             if not can_hear(node, self.thresholds, now):
                 continue
-            for gpu in gpus:
-                if gpu.util_pct is None:
-                    continue
-                util_sum += gpu.util_pct
-                util_n += 1
-                in_use += gpu.util_pct > IN_USE_UTIL_PCT
+            in_use += busy
+            util_sum += node_util_sum
+            util_n += node_util_n
         return FleetSummary(
             nodes=len(self._nodes),
             by_link=dict(by_link),
@@ -401,3 +486,12 @@ class Fleet:
             except Exception:
                 log.exception("fleet subscriber %r failed; it stays subscribed", callback)
         return changed
+
+
+def _samples(node: NodeState) -> tuple[schema.Sample | None, schema.Sample] | None:
+    """A worker-fed node's previous and latest samples, decoded (for its per-port rates)."""
+    sample = node.sample
+    if sample is None:
+        return None
+    before = node.previous_line
+    return (SAMPLE_DECODER.decode(before) if before is not None else None), sample

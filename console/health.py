@@ -917,9 +917,7 @@ def is_stale(node: NodeState, th: HealthThresholds, now: float) -> bool:
 
 def can_hear(node: NodeState, th: HealthThresholds, now: float) -> bool:
     """Whether the node's latest sample describes it now."""
-    return (
-        node.sample is not None and node.link is LinkState.STREAMING and not is_stale(node, th, now)
-    )
+    return node.has_sample and node.link is LinkState.STREAMING and not is_stale(node, th, now)
 
 
 def _plan() -> tuple[tuple[Quiet | None, tuple[tuple[str, Rule], ...]], ...]:

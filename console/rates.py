@@ -89,6 +89,18 @@ _K = TypeVar("_K", str, int)
 _S = TypeVar("_S")
 
 Rates = dict[str, float | None]
+#: ``NodeRates.state()``: dt, ib_errors, nic_errors, gpu_ecc_sbe, ib_counted, gpu_ecc_dbe,
+#: and the IB and NIC byte totals.
+RatesState = tuple[
+    float | None,
+    dict[str, dict[str, float]],
+    dict[str, dict[str, float]],
+    dict[int, float],
+    dict[str, dict[str, float]],
+    dict[int, float],
+    dict[str, float | None],
+    dict[str, float | None],
+]
 """Counter name → per second (None: no rate for this step)."""
 
 
@@ -373,6 +385,7 @@ class NodeRates:
         "_gpu",
         "_ib",
         "_ib_totals",
+        "_later",
         "_nic",
         "_nic_totals",
         "dt",
@@ -396,22 +409,70 @@ class NodeRates:
         self._nic: _Deferred[NetSample, str] = _Deferred(nic_rates)
         self._disk: _Deferred[StorageSample, str] = _Deferred(disk_rates)
         self._gpu: _Deferred[GpuSample, int] = _Deferred(gpu_rates)
+        #: Set by ``adopt``: the two samples the per-subject rates come from, when read.
+        self._later: Callable[[], tuple[Sample | None, Sample] | None] | None = None
 
     @property
     def ib(self) -> dict[str, Rates]:
+        self._catch_up()
         return self._ib.rates
 
     @property
     def nic(self) -> dict[str, Rates]:
+        self._catch_up()
         return self._nic.rates
 
     @property
     def disk(self) -> dict[str, Rates]:
+        self._catch_up()
         return self._disk.rates
 
     @property
     def gpu(self) -> dict[int, Rates]:
+        self._catch_up()
         return self._gpu.rates
+
+    def state(self) -> RatesState:
+        """What ``adopt`` takes: the smoothed and per-step numbers (small dicts)."""
+        return (
+            self.dt,
+            self.ib_errors,
+            self.nic_errors,
+            self.gpu_ecc_sbe,
+            self.ib_counted,
+            self.gpu_ecc_dbe,
+            self._ib_totals,
+            self._nic_totals,
+        )
+
+    def adopt(
+        self, state: RatesState, samples: Callable[[], tuple[Sample | None, Sample] | None]
+    ) -> None:
+        """Take the rates another ``NodeRates`` worked out for this node (a collector
+        worker's): its ``state()`` as it is, and the per-subject rates from ``samples()``
+        — the previous and the latest sample — only when first read. (One difference: a
+        section that failed in the latest sample shows no per-subject rates here, where the
+        worker keeps the last step's.)"""
+        (
+            self.dt,
+            self.ib_errors,
+            self.nic_errors,
+            self.gpu_ecc_sbe,
+            self.ib_counted,
+            self.gpu_ecc_dbe,
+            self._ib_totals,
+            self._nic_totals,
+        ) = state
+        self._later = samples
+
+    def _catch_up(self) -> None:
+        if self._later is None:
+            return
+        samples, self._later = self._later(), None
+        fresh = NodeRates()
+        if samples is not None:
+            fresh.update(*samples)
+        self._ib, self._nic, self._disk, self._gpu = fresh._ib, fresh._nic, fresh._disk, fresh._gpu
 
     def update(self, before: Sample | None, after: Sample) -> None:
         """Take one step from ``before`` (the node's previous sample) to ``after``."""

@@ -101,11 +101,11 @@ async def _local(
     in_process_sim: bool,
     workload: Workload | None,
 ) -> AsyncIterator[LocalBackend]:
-    from tidectl.console.collector import Collector
+    from tidectl.console.collectors import make_collector
     from tidectl.console.control.assemble import AssemblyError, assemble
 
     fleet = Fleet(config.nodes, config.health)
-    watcher = Collector(config, fleet) if check else None
+    watcher = make_collector(config, fleet) if check else None
     try:
         plane = await assemble(
             config,

@@ -105,7 +105,7 @@ def given(plane: FrontEndPlane) -> Source:
 
 @contextlib.asynccontextmanager
 async def _collecting(config: ClusterConfig, fleet: Fleet) -> AsyncIterator[None]:
-    from tidectl.console.collector import Collector
+    from tidectl.console.collectors import make_collector
 
-    async with Collector(config, fleet):
+    async with make_collector(config, fleet):
         yield

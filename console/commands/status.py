@@ -60,10 +60,10 @@ def _settled(node: NodeState) -> bool:
 
 async def collect(config: ClusterConfig, wait_s: float, *, until_settled: bool = True) -> Fleet:
     """Collect for ``wait_s`` seconds, or less once every node has settled (``until_settled``)."""
-    from tidectl.console.collector import Collector  # asyncssh: only once there is work
+    from tidectl.console.collectors import make_collector  # asyncssh: only once there is work
 
     fleet = Fleet(config.nodes, config.health)
-    async with Collector(config, fleet):
+    async with make_collector(config, fleet):
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tidectl.console.config.budgets import read_budgets, read_policies
+from tidectl.console.config.collector import read_collector
 from tidectl.console.config.data_classes import check_pool_classes, read_data_classes
 from tidectl.console.config.errors import ConfigError, kind_of
 from tidectl.console.config.keymap import read_console
@@ -154,6 +155,7 @@ _TABLES: Final = (
     "audit",
     "budgets",
     "policies",
+    "collector",
 )
 _TABLE_TITLES: Final = {
     "cluster": "[cluster]",
@@ -172,6 +174,7 @@ _TABLE_TITLES: Final = {
     "audit": "[audit]",
     "budgets": "[[budgets]]",
     "policies": "[policies]",
+    "collector": "[collector]",
 }
 
 
@@ -218,6 +221,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
     audit = read_audit(_section(file, root, "audit"))
     budgets = read_budgets(_entries(file, root, "budgets"), pools)
     policies = read_policies(_section(file, root, "policies"))
+    collector = read_collector(_section(file, root, "collector"))
     return ClusterConfig(
         name=name,
         path=Path(os.path.abspath(file.path)),
@@ -236,6 +240,7 @@ def _read_document(file: ConfigFile, document: dict[str, Any]) -> ClusterConfig:
         audit=audit,
         budgets=budgets,
         policies=policies,
+        collector=collector,
     )
 
 

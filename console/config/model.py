@@ -164,6 +164,13 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectorSettings:
+    """``[collector]``: 0 workers collects in the console's process; N, in N processes."""
+
+    workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSettings:
     path: Path | None = None  # None: per cluster name, under the user's data directory
 
@@ -264,6 +271,7 @@ class ClusterConfig:
     audit: AuditSettings = field(default_factory=AuditSettings)
     budgets: tuple[Budget, ...] = ()
     policies: PolicySettings = field(default_factory=PolicySettings)
+    collector: CollectorSettings = field(default_factory=CollectorSettings)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

@@ -23,7 +23,7 @@ from typing import Any
 
 from tidectl.console.audit import AuditLog, AuditUnavailable
 from tidectl.console.audit import default_path as default_audit_path
-from tidectl.console.collector import Collector
+from tidectl.console.collectors import Watcher, make_collector
 from tidectl.console.config.model import ClusterConfig, PoolSpec
 from tidectl.console.control.host_keys import HostKeyTrust
 from tidectl.console.control.plane import RECONCILE_INTERVAL_S, ControlPlane
@@ -115,10 +115,10 @@ async def assemble(
             fleet = Fleet(watched.nodes, config.health)
         background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         bootstrapper: Bootstrapper | None = None
-        collector: Collector | None = None
+        collector: Watcher | None = None
         host_keys = HostKeyTrust(config)
         if collect:
-            collector = Collector(watched, fleet)
+            collector = make_collector(watched, fleet)
             # Its connector (the jump host, if any); a trusted node's link retries at once.
             host_keys = HostKeyTrust(config, collector.connector, trusted=collector.retry)
             bootstrapper = Bootstrapper(

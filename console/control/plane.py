@@ -51,7 +51,7 @@ from tidectl.console.providers.base import ProviderError
 from tidectl.console.scheduler.base import Job, Scheduler, SchedulerError, SchedulerSnapshot
 
 if TYPE_CHECKING:
-    from tidectl.console.collector import Collector
+    from tidectl.console.collectors import Watcher
     from tidectl.console.policy.loop import PolicyLoop
     from tidectl.console.transport.link import CommandResult
 
@@ -104,7 +104,7 @@ class ControlPlane:
         host_keys: HostKeyTrust | None = None,
         policies: bool = False,
         policy_dry_run: bool = False,
-        collector: Collector | None = None,
+        collector: Watcher | None = None,
     ) -> None:
         self.config = config
         #: The pools as cluster.toml has them: ``set_pool_policy`` changes ``config``'s, and

@@ -26,7 +26,7 @@ from typing import Final
 
 import asyncssh
 
-from tidectl.console.collector import Collector
+from tidectl.console.collectors import Watcher
 from tidectl.console.config.model import NodeSpec, PoolSpec
 from tidectl.console.fleet import DuplicateNodeError
 from tidectl.console.lifecycle.admission import Admission, admit
@@ -69,7 +69,7 @@ class Bootstrapper:
 
     def __init__(
         self,
-        collector: Collector,
+        collector: Watcher,
         pools: Mapping[str, PoolSpec],
         providers: Mapping[str, Provider],
         *,

@@ -370,9 +370,9 @@ async def _forever() -> None:
 async def _collecting(config: ClusterConfig, fleet: Fleet) -> AsyncIterator[object]:
     # Imported here, after the first frame: the transport pulls in asyncssh (a quarter of a
     # second of a console's start, before it could show anything).
-    from tidectl.console.collector import Collector
+    from tidectl.console.collectors import make_collector
 
-    async with Collector(config, fleet) as collector:
+    async with make_collector(config, fleet) as collector:
         yield collector
 
 

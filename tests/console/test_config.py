@@ -403,7 +403,7 @@ def test_toml_syntax_errors_keep_tomllibs_line(
             1,
             'unknown key "title" outside any table; the file takes [cluster], [ssh], [agent], '
             "[[sites]], [[nodes]], [health], [console], [scheduler], [[pools]], [store], "
-            "[server], [roles], [[data_classes]], [audit], [[budgets]], [policies]",
+            "[server], [roles], [[data_classes]], [audit], [[budgets]], [policies], [collector]",
         ),
         # An inline table, and an array of inline tables.
         (
