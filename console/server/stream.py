@@ -49,8 +49,9 @@ class NodeInputs:
     """A node's inputs for one mirroring client: what it does not have yet, only."""
 
     def __init__(self) -> None:
-        # Per node, the hello and sample objects last sent (each sample is a new object).
-        self._sent: dict[str, tuple[schema.Hello | None, schema.Sample | None]] = {}
+        # Per node, the hello and the sample (its line, when the fleet has one) last sent:
+        # each is a new object.
+        self._sent: dict[str, tuple[schema.Hello | None, bytes | schema.Sample | None]] = {}
 
     def __call__(self, name: str, node: NodeState | None) -> dict[str, Any] | None:
         if node is None:
@@ -72,16 +73,18 @@ class NodeInputs:
                 "user": spec.user,
                 "labels": spec.labels,
             }
-        hello, sample = had or (None, None)
+        hello, sent = had or (None, None)
         if node.hello is not None and node.hello is not hello:
             update["hello"] = node.hello
-        if node.sample is not None and node.sample is not sample:
-            # The agent's own line when the fleet has it: a valid JSON object without a
-            # newline (the collector decoded it whole, split on newlines), embedded as is.
-            # Encoding the record again cost ~50 µs a sample per attached client.
-            line = node.sample_line
-            update["sample"] = node.sample if line is None else msgspec.Raw(line)
-        self._sent[name] = (node.hello, node.sample)
+        # The agent's own line when the fleet has it: a valid JSON object without a newline
+        # (the collector decoded it whole, split on newlines), embedded as is. Encoding the
+        # record again cost ~50 µs a sample per attached client; and a fleet fed by
+        # collector workers need not decode the sample at all.
+        line = node.sample_line
+        latest = line if line is not None else node.sample
+        if latest is not None and latest is not sent:
+            update["sample"] = msgspec.Raw(line) if line is not None else latest
+        self._sent[name] = (node.hello, latest)
         return update
 
 

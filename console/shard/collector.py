@@ -37,6 +37,10 @@ STOP_TIMEOUT_S = 10.0
 REMOVE_TIMEOUT_S = 15.0
 
 
+class WorkersDidNotStart(Exception):
+    """The worker processes did not come up; the message says what to do."""
+
+
 class _Worker:
     """One worker process and what the console keeps about it."""
 
@@ -117,14 +121,23 @@ class ShardedCollector:
     # -- running -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the workers; returns once each has started its links (raises
+        ``WorkersDidNotStart`` after ``START_TIMEOUT_S``, the workers stopped again)."""
         self._started = True
         for worker in self._workers:
-            self._tasks.append(
-                asyncio.create_task(self._keep(worker), name=f"shard-{worker.index}")
-            )
-        async with asyncio.timeout(START_TIMEOUT_S):
-            for worker in self._workers:
-                await worker.ready.wait()
+            task = asyncio.create_task(self._keep(worker), name=f"shard-{worker.index}")
+            self._tasks.append(task)
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                for worker in self._workers:
+                    await worker.ready.wait()
+        except TimeoutError:
+            await self.stop()
+            raise WorkersDidNotStart(
+                f"the collector's worker processes did not start within {START_TIMEOUT_S:g} s "
+                "(their errors are in the log); set [collector] workers = 0 to collect in "
+                "this process"
+            ) from None
 
     async def stop(self) -> None:
         # The fleet keeps the last state each node was seen in, as the Collector's does.
@@ -161,19 +174,22 @@ class ShardedCollector:
     async def _keep(self, worker: _Worker) -> None:
         """Run ``worker``, and start it again each time it dies, until the collector stops."""
         while not self._stopping:
-            status = await self._run(worker)
+            try:
+                ended = f"ended (status {await self._run(worker)})"
+            except Exception as exc:  # cannot start a process: said, and tried again
+                ended = f"could not start ({exc})"
+            said = f"the collector's worker process {ended}; restarting it"
+            for future in worker.waiting.values():
+                if not future.done():
+                    future.set_exception(ConnectionError(said))
+            worker.waiting.clear()
             if self._stopped_meanwhile():
                 return
-            said = f"the collector's worker process ended (status {status}); restarting it"
             log.warning("collector worker %d: %s", worker.index, said)
             worker.ready.clear()
             for name in worker.nodes:
                 if name in self.fleet.nodes:
                     self.fleet.on_link(name, LinkState.UNREACHABLE, said)
-            for future in worker.waiting.values():
-                if not future.done():
-                    future.set_exception(ConnectionError(said))
-            worker.waiting.clear()
             await asyncio.sleep(worker.backoff.next_delay())
 
     def _stopped_meanwhile(self) -> bool:

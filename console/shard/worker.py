@@ -167,8 +167,13 @@ async def serve() -> int:
         writer.write(frames.encode(("ready",)))
         while True:
             message = await frames.read(reader)
-            if message is None or not worker.handle(message):
+            if message is None:
                 break
+            try:
+                if not worker.handle(message):
+                    break
+            except Exception:  # one bad message must not take the worker's links down
+                log.exception("collector worker: %r failed", message[0])
     freeze.cancel()
     with contextlib.suppress(ConnectionError):
         await writer.drain()

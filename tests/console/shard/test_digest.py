@@ -16,6 +16,7 @@ from tidectl.console.config.loader import parse_config
 from tidectl.console.config.model import ClusterConfig
 from tidectl.console.fleet import Fleet, NodeState
 from tidectl.console.model import LinkState
+from tidectl.console.server.stream import NodeInputs
 from tidectl.console.shard.digest import Sent
 from tidectl.console.shard.worker import WorkerFleet
 
@@ -87,6 +88,9 @@ def test_the_console_has_what_the_worker_derived_and_decodes_samples_when_read(
         # Not decoded yet: the summary and can_hear need no sample (views read a handful).
         assert ours._undecoded and ours.has_sample
         assert cluster.console.summary() == worker.summary()
+        # A service's full stream forwards the line as it came, still undecoded.
+        forwarded = NodeInputs()(name, ours)
+        assert forwarded is not None and bytes(forwarded["sample"]) == theirs.sample_line
         assert ours._undecoded
         assert ours.sample == theirs.sample and not ours._undecoded
         assert (ours.link, ours.health, ours.health_since, ours.stale) == (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from tidectl.console.config.loader import load_config
 from tidectl.console.config.model import AgentSettings, ClusterConfig, CollectorSettings
 from tidectl.console.fleet import Fleet
 from tidectl.console.model import LinkState, Severity
+from tidectl.console.shard import collector as shard_collector
 from tidectl.console.shard.collector import ShardedCollector
 from tidectl.console.sim.injector import SimFaults
 from tidectl.console.sim.server import SimOptions, SimServer
@@ -140,3 +142,20 @@ async def test_nodes_join_and_leave_through_the_workers(
         result = await collector.run_on(joiner.name, "hostname", 10)
         assert result.error == "the collector does not watch this node"
         await collector.remove_node(joiner.name)  # again: a no-op
+
+
+async def test_workers_that_cannot_start_are_said_and_the_start_gives_up_with_a_sentence(
+    cluster: tuple[SimServer, ClusterConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, config = cluster
+    monkeypatch.setattr(shard_collector, "START_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    fleet = Fleet(config.nodes, config.health)
+    collector = make_collector(config, fleet)
+    with pytest.raises(shard_collector.WorkersDidNotStart) as refused:
+        await collector.start()
+    assert "did not start within 1.5 s" in str(refused.value)
+    assert "[collector] workers = 0" in str(refused.value)
+    said = fleet.nodes["sim0001"].link_error or ""
+    assert said.startswith("the collector's worker process could not start"), said
+    assert "/nonexistent/python3" in said
