@@ -30,6 +30,7 @@ import msgspec
 
 from tidectl.console import schema
 from tidectl.console.config.model import NodeSpec
+from tidectl.console.figures import SampleFigures, figures_of
 from tidectl.console.health import (
     PeerContext,
     PeerRates,
@@ -138,6 +139,8 @@ class NodeState:
     #: are above ``IN_USE_UTIL_PCT``, and the sum and count of their utilisations — what
     #: the fleet's summary adds up without reading a thousand samples a second.
     gpu_stats: GpuStats = (0, 0, 0.0, 0)
+    #: ``figures`` once worked out (or as a collector worker sent them); None: not yet.
+    _figures: SampleFigures | None = None
 
     @property
     def name(self) -> str:
@@ -156,7 +159,16 @@ class NodeState:
 
     @sample.setter
     def sample(self, value: schema.Sample | None) -> None:
-        self._sample, self._undecoded = value, False
+        self._sample, self._undecoded, self._figures = value, False, None
+
+    @property
+    def figures(self) -> SampleFigures:
+        """What the fleet table shows of the latest sample (``console/figures.py``): worked
+        out once a sample, when first read — or sent by the node's collector worker, so that
+        a table of a thousand worker-fed nodes decodes none of their samples."""
+        if self._figures is None:
+            self._figures = figures_of(self.sample)
+        return self._figures
 
     @property
     def has_sample(self) -> bool:
@@ -320,7 +332,7 @@ class Fleet:
             node.history.resize(self._capacity(float(hello.interval_s or 1.0)))
         if digest.line is not None:
             node.previous_line, node.sample_line = node.sample_line, digest.line
-            node._sample, node._undecoded = None, True
+            node._sample, node._undecoded, node._figures = None, True, digest.figures
             if digest.rates is not None:
                 node.rates.adopt(digest.rates, functools.partial(_samples, node))
         for at, row, gpus in digest.rows:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from tidectl.console import schema
+from tidectl.console.figures import SampleFigures
 from tidectl.console.fleet import GpuStats, NodeEvent, NodeState
 from tidectl.console.health import PortShare
 from tidectl.console.model import Finding, LinkState, Severity
@@ -42,6 +43,8 @@ class NodeDigest(NamedTuple):
     rows: list[HistoryRow]
     rates: RatesState | None
     gpu_stats: GpuStats
+    #: The fleet table's figures of ``line`` (None with no new line).
+    figures: SampleFigures | None
     #: The node's ports by peer group and rate, when they changed; else None.
     peer_share: PortShare | None
 
@@ -97,5 +100,6 @@ class Sent:
             rows=list(rows),
             rates=node.rates.state() if fresh else None,
             gpu_stats=node.gpu_stats,
+            figures=node.figures if fresh else None,
             peer_share=Counter(share) if moved else None,
         )

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from tidectl.console.fleet import NodeState
 from tidectl.console.lifecycle.states import State
 from tidectl.console.model import LinkState, Severity
-from tidectl.console.schema import Gpu
 
 #: Label that names a node's pool until cloud pools arrive (``labels = { pool = "..." }``).
 POOL_LABEL = "pool"
 NO_POOL = "-"
-IB_ACTIVE = 4  # the port state the kernel reports as "4: ACTIVE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +57,7 @@ class NodeRow:
 
 
 def node_row(node: NodeState, life: State | None = None) -> NodeRow:
-    sample = node.sample
-    gpus = util = mem = hottest = None
-    ib_up = ib_total = None
-    fs_pct: float | None = None
-    fs_mount: str | None = None
-    if sample is not None:
-        probes = sample.probes
-        gpu = probes.gpu
-        if gpu is not None and gpu.error is None:
-            gpus, util, mem, hottest = _gpu_figures(gpu.gpus)
-        ib = probes.ib
-        if ib is not None and ib.error is None:
-            ib_total = len(ib.ports)
-            ib_up = sum(1 for port in ib.ports if port.state == IB_ACTIVE)
-        storage = probes.storage
-        if storage is not None and storage.error is None:
-            for mount in storage.mounts:
-                used = mount.used_fraction
-                if used is not None and (fs_pct is None or used * 100.0 > fs_pct):
-                    fs_pct, fs_mount = used * 100.0, mount.mountpoint
+    figures = node.figures
     errors = [rate for port in node.rates.ib_errors.values() for rate in port.values()]
     rx, tx = node.rates.nic_total("rx_bytes"), node.rates.nic_total("tx_bytes")
     findings = sorted(node.findings, key=lambda f: -f.severity)
@@ -91,40 +70,19 @@ def node_row(node: NodeState, life: State | None = None) -> NodeRow:
         health=node.health,
         codes=tuple(dict.fromkeys(f.code for f in findings)),
         worst=findings[0].message if findings else node.link_error,
-        gpus=gpus,
+        gpus=figures.gpus,
         gpus_expected=node.expected_gpus,
-        util_pct=util,
-        mem_pct=mem,
-        hottest_c=hottest,
-        ib_up=ib_up,
-        ib_total=ib_total,
-        ib_errors_per_min=max(errors) * 60.0 if errors else (0.0 if ib_total else None),
-        fs_pct=fs_pct,
-        fs_mount=fs_mount,
+        util_pct=figures.util_pct,
+        mem_pct=figures.mem_pct,
+        hottest_c=figures.hottest_c,
+        ib_up=figures.ib_up,
+        ib_total=figures.ib_total,
+        ib_errors_per_min=max(errors) * 60.0 if errors else (0.0 if figures.ib_total else None),
+        fs_pct=figures.fs_pct,
+        fs_mount=figures.fs_mount,
         net_bytes_s=(rx or 0.0) + (tx or 0.0) if rx is not None or tx is not None else None,
         sample_at=node.sample_at,
         life=life,
-    )
-
-
-def _gpu_figures(gpus: list[Gpu]) -> tuple[int, float | None, float | None, float | None]:
-    utils: list[float] = []
-    used = total = 0
-    hottest: float | None = None
-    for gpu in gpus:
-        if gpu.util_pct is not None:
-            utils.append(gpu.util_pct)
-        if gpu.mem_used_bytes is not None and gpu.mem_total_bytes:
-            used += gpu.mem_used_bytes
-            total += gpu.mem_total_bytes
-        temp = gpu.temp_c
-        if temp is not None and (hottest is None or temp > hottest):
-            hottest = temp
-    return (
-        len(gpus),
-        sum(utils) / len(utils) if utils else None,
-        used / total * 100.0 if total else None,
-        hottest,
     )
 
 

@@ -19,6 +19,7 @@ from tidectl.console.model import LinkState
 from tidectl.console.server.stream import NodeInputs
 from tidectl.console.shard.digest import Sent
 from tidectl.console.shard.worker import WorkerFleet
+from tidectl.console.view.rows import node_row
 
 Mutate = Callable[[dict[str, Any]], None]
 
@@ -88,6 +89,8 @@ def test_the_console_has_what_the_worker_derived_and_decodes_samples_when_read(
         # Not decoded yet: the summary and can_hear need no sample (views read a handful).
         assert ours._undecoded and ours.has_sample
         assert cluster.console.summary() == worker.summary()
+        # The fleet table's row, from the figures the worker sent: still undecoded.
+        assert node_row(ours) == node_row(theirs) and ours.figures.gpus == 8
         # A service's full stream forwards the line as it came, still undecoded.
         forwarded = NodeInputs()(name, ours)
         assert forwarded is not None and bytes(forwarded["sample"]) == theirs.sample_line

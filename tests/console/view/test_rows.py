@@ -8,8 +8,9 @@ import pytest
 
 from tests.console.view.sim_fleets import Place, SimFleet, failed_section, gpu_utils, mount_used
 from tidectl.agents.probes.simfaults import Fault
+from tidectl.console.health import IB_ACTIVE
 from tidectl.console.model import LinkState, Severity
-from tidectl.console.view.rows import IB_ACTIVE, NO_POOL, node_row, row_age
+from tidectl.console.view.rows import NO_POOL, node_row, row_age
 
 
 def test_figures_come_from_the_latest_sample() -> None:
