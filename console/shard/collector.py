@@ -93,7 +93,6 @@ class ShardedCollector:
         self._specs: dict[str, NodeSpec] = {spec.name: spec for spec in config.nodes}
         self._tasks: list[asyncio.Task[None]] = []
         self._ids = itertools.count(1)
-        self._started = False
         self._stopping = False
 
     @property
@@ -123,7 +122,6 @@ class ShardedCollector:
     async def start(self) -> None:
         """Start the workers; returns once each has started its links (raises
         ``WorkersDidNotStart`` after ``START_TIMEOUT_S``, the workers stopped again)."""
-        self._started = True
         for worker in self._workers:
             task = asyncio.create_task(self._keep(worker), name=f"shard-{worker.index}")
             self._tasks.append(task)
@@ -142,7 +140,6 @@ class ShardedCollector:
     async def stop(self) -> None:
         # The fleet keeps the last state each node was seen in, as the Collector's does.
         self._stopping = True
-        self._started = False
         for worker in self._workers:
             worker.send(("stop",))
         for worker in self._workers:
