@@ -9,21 +9,18 @@ keeps the last table.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from tidectl.console.control.caller import Caller, Frontend
-from tidectl.console.control.errors import ControlError
+from tidectl.console.tui.plane_view import PlaneOf, PlaneView
 from tidectl.console.view.audit import audit_table, chain_line, no_plane_line, page_line
 from tidectl.console.view.audit_filter import AuditFilter, parse_audit_filter
 from tidectl.console.view.filter import FilterError
@@ -35,29 +32,20 @@ if TYPE_CHECKING:
 __all__ = ["AuditScreen"]
 
 
-class AuditScreen(Screen[None]):
+class AuditScreen(PlaneView):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="audit.back"),
         Binding("slash", "filter", "Filter", id="audit.filter", priority=True),
     ]
-    #: Seconds between reads while the view shows (the app ticks it once a second).
     REFRESH_S: ClassVar[float] = 3.0
+    NOTE_ID: ClassVar[str] = "audit-note"
+    CANNOT_READ: ClassVar[str] = "The audit log cannot be read"
 
-    def __init__(
-        self,
-        plane: Callable[[], FrontEndPlane | None],
-        why_none: Callable[[], str | None] = lambda: None,
-    ) -> None:
-        """``plane``: the app's control plane as it is now (None before it is up, or in a
-        console without one); ``why_none``: the sentence for a console that has none."""
-        super().__init__()
-        self._plane = plane
-        self._why_none = why_none
+    def __init__(self, plane: PlaneOf, why_none: Callable[[], str | None] = lambda: None) -> None:
+        super().__init__(plane, why_none)
         self.filter = AuditFilter()
-        #: The last page read (None before the first); ``reads`` counts them.
+        #: The last page read (None before the first).
         self.page: AuditPage | None = None
-        self.reads = 0
-        self._asked_at = float("-inf")
 
     def compose(self) -> ComposeResult:
         yield Static(id="chain")
@@ -71,42 +59,20 @@ class AuditScreen(Screen[None]):
             yield Static(id="audit")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.query_one(VerticalScroll).focus()
-        self.read_again()
-
-    def on_screen_resume(self) -> None:
-        self.read_again()
-
-    def tick(self) -> None:
-        if self.is_current and time.monotonic() - self._asked_at >= self.REFRESH_S:
-            self.read_again()
-
     # -- reading -----------------------------------------------------------------------------
 
-    def read_again(self) -> None:
-        """Ask the control plane for the records the filter wants (a newer read replaces one
-        still under way)."""
-        self._asked_at = time.monotonic()
-        self.run_worker(self._read(self.filter), group="audit", exclusive=True, exit_on_error=False)
+    def no_plane(self, why: str | None) -> str:
+        return no_plane_line(why)
 
-    async def _read(self, wanted: AuditFilter) -> None:
-        plane = self._plane()
-        if plane is None:
-            self._note(no_plane_line(self._why_none()), problem=True)
-            return
-        try:
-            caller = Caller.local(Frontend.CONSOLE)
-            query = wanted.query(datetime.now(UTC))
-            page = await plane.audit_records(
-                caller, since=query.since, actor=query.actor, action=query.action
-            )
-        except (ControlError, OSError, KeyError, ValueError) as error:
-            self._note(f"The audit log cannot be read: {error}", problem=True)
-            return
-        self.page = page
-        self.reads += 1
-        self.show()
+    async def read(self, plane: FrontEndPlane) -> None:
+        """The records the filter wants, as it is when the read starts."""
+        query = self.filter.query(datetime.now(UTC))
+        self.page = await plane.audit_records(
+            Caller.local(Frontend.CONSOLE),
+            since=query.since,
+            actor=query.actor,
+            action=query.action,
+        )
 
     # -- showing -----------------------------------------------------------------------------
 
@@ -118,11 +84,6 @@ class AuditScreen(Screen[None]):
         self.query_one("#chain", Static).update(chain_line(page))
         self._note(page_line(page, len(shown), worded=self.filter.worded))
         self.query_one("#audit", Static).update(audit_table(shown))
-
-    def _note(self, sentence: str, *, problem: bool = False) -> None:
-        note = self.query_one("#audit-note", Static)
-        note.update(Text(sentence))  # not markup: a refusal may quote "[roles]"
-        note.set_class(problem, "problem")
 
     # -- the filter --------------------------------------------------------------------------
 

@@ -17,11 +17,10 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Sparkline, Static
 
 from tidectl.console.control.caller import Caller, Frontend
-from tidectl.console.control.errors import ControlError
+from tidectl.console.tui.plane_view import READ_ERRORS, PlaneOf, PlaneView
 from tidectl.console.view.costs import (
     burn_series,
     burst_rows,
@@ -39,29 +38,19 @@ if TYPE_CHECKING:
 
 __all__ = ["CostScreen", "SpendReader"]
 
-PlaneOf = Callable[[], "FrontEndPlane | None"]
-#: What a read through the plane may raise besides a refusal: no login name, a service's
-#: answer that does not fit (msgspec's ValidationError is a ValueError).
-_READ_ERRORS = (ControlError, OSError, KeyError, ValueError)
 
-
-class CostScreen(Screen[None]):
+class CostScreen(PlaneView):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="costs.back"),
     ]
-    #: Seconds between reads while the view shows (the app ticks it once a second).
     REFRESH_S: ClassVar[float] = 5.0
+    NOTE_ID: ClassVar[str] = "cost-note"
+    CANNOT_READ: ClassVar[str] = "The costs cannot be read"
 
     def __init__(self, plane: PlaneOf, why_none: Callable[[], str | None] = lambda: None) -> None:
-        """``plane``: the app's control plane as it is now (None before it is up, or in a
-        console without one); ``why_none``: the sentence for a console that has none."""
-        super().__init__()
-        self._plane = plane
-        self._why_none = why_none
-        #: The last report read (None before the first); ``reads`` counts them.
+        super().__init__(plane, why_none)
+        #: The last report read (None before the first).
         self.report: CostReport | None = None
-        self.reads = 0
-        self._asked_at = float("-inf")
 
     def compose(self) -> ComposeResult:
         yield Static(id="cost-summary")
@@ -73,34 +62,11 @@ class CostScreen(Screen[None]):
             yield Static(id="bursts")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.query_one(VerticalScroll).focus()
-        self.read_again()
+    def no_plane(self, why: str | None) -> str:
+        return no_plane_line(why)
 
-    def on_screen_resume(self) -> None:
-        self.read_again()
-
-    def tick(self) -> None:
-        if self.is_current and time.monotonic() - self._asked_at >= self.REFRESH_S:
-            self.read_again()
-
-    def read_again(self) -> None:
-        self._asked_at = time.monotonic()
-        self.run_worker(self._read(), group="costs", exclusive=True, exit_on_error=False)
-
-    async def _read(self) -> None:
-        plane = self._plane()
-        if plane is None:
-            self._note(no_plane_line(self._why_none()), problem=True)
-            return
-        try:
-            report = await plane.cost_report(Caller.local(Frontend.CONSOLE))
-        except _READ_ERRORS as error:
-            self._note(f"The costs cannot be read: {error}", problem=True)
-            return
-        self.report = report
-        self.reads += 1
-        self.show()
+    async def read(self, plane: FrontEndPlane) -> None:
+        self.report = await plane.cost_report(Caller.local(Frontend.CONSOLE))
 
     def show(self) -> None:
         report = self.report
@@ -113,11 +79,6 @@ class CostScreen(Screen[None]):
         self.query_one("#pools", Static).update(pools)
         title = "per burst" if report.bursts else "per burst: none in the window"
         self.query_one("#bursts", Static).update(rich_table(burst_rows(report), title))
-
-    def _note(self, sentence: str, *, problem: bool = False) -> None:
-        note = self.query_one("#cost-note", Static)
-        note.update(Text(sentence))  # not markup: a refusal may quote "[roles]"
-        note.set_class(problem, "problem")
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -147,7 +108,7 @@ class SpendReader:
             return
         try:
             report = await plane.cost_report(Caller.local(Frontend.CONSOLE))
-        except _READ_ERRORS:
+        except READ_ERRORS:
             self.life.spend = None  # a viewer without the role sees no spend, not an error
             return
         if self.life.attached:
