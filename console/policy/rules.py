@@ -300,14 +300,10 @@ def _minimum(look: Look, pool: PoolSpec, memory: Memory, fits: Fits) -> Burst | 
     have = sum(1 for n in look.nodes if n.pool == pool.name and n.state in _COMING | _TAKING_JOBS)
     if have >= floor:
         return None
-    last = memory.last_burst.get(pool.name)
-    if last is not None and look.now - last < pool.policy.cooldown_s:
+    if _cooling(look, pool, memory):
         return None
-    count = min(floor - have, pool.max_nodes - sum(1 for n in look.nodes if n.pool == pool.name))
-    price = look.prices.get(pool.name)
-    allowed = fits(pool.name, price) if price is not None else None
-    if allowed is not None:
-        count = min(count, allowed)
+    room = pool.max_nodes - sum(1 for n in look.nodes if n.pool == pool.name)
+    count = _budget_allows(look, pool, min(floor - have, room), fits)
     if count <= 0:
         return None
     memory.last_burst[pool.name] = look.now
@@ -317,6 +313,20 @@ def _minimum(look: Look, pool: PoolSpec, memory: Memory, fits: Fits) -> Burst | 
         f"{POLICY_REASON} minimum: the pool keeps {floor} node(s) and has {have}",
         "minimum",
     )
+
+
+def _cooling(look: Look, pool: PoolSpec, memory: Memory) -> bool:
+    """The pool burst less than its ``cooldown_s`` ago."""
+    last = memory.last_burst.get(pool.name)
+    return last is not None and look.now - last < pool.policy.cooldown_s
+
+
+def _budget_allows(look: Look, pool: PoolSpec, count: int, fits: Fits) -> int:
+    """``count``, cut to what the budgets covering the pool let it add (unchanged when no
+    budget covers it, or its price is not known)."""
+    price = look.prices.get(pool.name)
+    allowed = fits(pool.name, price) if price is not None else None
+    return count if allowed is None else min(count, allowed)
 
 
 def _pressure(look: Look, pool: PoolSpec, memory: Memory, fits: Fits) -> Burst | None:
@@ -337,23 +347,15 @@ def _pressure(look: Look, pool: PoolSpec, memory: Memory, fits: Fits) -> Burst |
     wanted = sum(job.node_count for job in waited)
     if not wanted:
         return None
-    last = memory.last_burst.get(pool.name)
-    if last is not None and look.now - last < policy.cooldown_s:
+    if _cooling(look, pool, memory):
         return None
     mine = [n for n in look.nodes if n.pool == pool.name]
     free = sum(1 for n in mine if n.state in _COMING or (n.state is State.ACTIVE and n.jobs == 0))
-    need = wanted - free
-    room = pool.max_nodes - len(mine)
-    count = min(need, room)
+    count = _budget_allows(look, pool, min(wanted - free, pool.max_nodes - len(mine)), fits)
     if count <= 0:
         return None
-    price = look.prices.get(pool.name)
-    allowed = fits(pool.name, price) if price is not None else None
-    if allowed is not None:
-        count = min(count, allowed)
-        if count <= 0:
-            return None
     gpus = sum(job.gpus for job in waited)
+    price = look.prices.get(pool.name)
     memory.last_burst[pool.name] = look.now
     return Burst(
         pool.name,
