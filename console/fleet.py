@@ -170,6 +170,12 @@ class NodeState:
             self._figures = figures_of(self.sample)
         return self._figures
 
+    def hold_line(self, line: bytes, figures: SampleFigures | None) -> None:
+        """Take a new sample as its line alone (decoded when read), keeping the one before
+        for rates; ``figures``: its table figures, when its sender worked them out."""
+        self.previous_line, self.sample_line = self.sample_line, line
+        self._sample, self._undecoded, self._figures = None, True, figures
+
     @property
     def has_sample(self) -> bool:
         """Whether the agent has sent a sample (without decoding it)."""
@@ -331,8 +337,7 @@ class Fleet:
             node.expected_gpus = hello.gpu_count
             node.history.resize(self._capacity(float(hello.interval_s or 1.0)))
         if digest.line is not None:
-            node.previous_line, node.sample_line = node.sample_line, digest.line
-            node._sample, node._undecoded, node._figures = None, True, digest.figures
+            node.hold_line(digest.line, digest.figures)
             if digest.rates is not None:
                 node.rates.adopt(digest.rates, functools.partial(_samples, node))
         for at, row, gpus in digest.rows:
