@@ -9,7 +9,7 @@ keeps the last table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -64,15 +64,20 @@ class AuditScreen(PlaneView):
     def no_plane(self, why: str | None) -> str:
         return no_plane_line(why)
 
-    async def read(self, plane: FrontEndPlane) -> None:
-        """The records the filter wants, as it is when the read starts."""
-        query = self.filter.query(datetime.now(UTC))
-        self.page = await plane.audit_records(
-            Caller.local(Frontend.CONSOLE),
-            since=query.since,
-            actor=query.actor,
-            action=query.action,
-        )
+    def reader(self) -> Callable[[FrontEndPlane], Awaitable[None]]:
+        """The records the filter wants, as it is when the read is asked."""
+        wanted = self.filter
+
+        async def read(plane: FrontEndPlane) -> None:
+            query = wanted.query(datetime.now(UTC))
+            self.page = await plane.audit_records(
+                Caller.local(Frontend.CONSOLE),
+                since=query.since,
+                actor=query.actor,
+                action=query.action,
+            )
+
+        return read
 
     # -- showing -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ show is worded in ``view.costs``. A read that fails says why and keeps the last 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -65,8 +65,11 @@ class CostScreen(PlaneView):
     def no_plane(self, why: str | None) -> str:
         return no_plane_line(why)
 
-    async def read(self, plane: FrontEndPlane) -> None:
-        self.report = await plane.cost_report(Caller.local(Frontend.CONSOLE))
+    def reader(self) -> Callable[[FrontEndPlane], Awaitable[None]]:
+        async def read(plane: FrontEndPlane) -> None:
+            self.report = await plane.cost_report(Caller.local(Frontend.CONSOLE))
+
+        return read
 
     def show(self) -> None:
         report = self.report

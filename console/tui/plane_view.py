@@ -10,7 +10,7 @@ fails says why in the screen's note and keeps what was shown. Subclasses say wha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -61,16 +61,19 @@ class PlaneView(Screen[None]):
             self.read_again()
 
     def read_again(self) -> None:
+        """Read now (a newer read replaces one still under way); what to read is fixed here,
+        as the screen stands when asked (``reader``)."""
         self._asked_at = time.monotonic()
-        self.run_worker(self._read(), group=self.NOTE_ID, exclusive=True, exit_on_error=False)
+        work = self._read(self.reader())
+        self.run_worker(work, group=self.NOTE_ID, exclusive=True, exit_on_error=False)
 
-    async def _read(self) -> None:
+    async def _read(self, read: Callable[[FrontEndPlane], Awaitable[None]]) -> None:
         plane = self._plane()
         if plane is None:
             self._note(self.no_plane(self._why_none()), problem=True)
             return
         try:
-            await self.read(plane)
+            await read(plane)
         except READ_ERRORS as error:
             self._note(f"{self.CANNOT_READ}: {error}", problem=True)
             return
@@ -81,8 +84,9 @@ class PlaneView(Screen[None]):
         """The note for a console without a control plane."""
         raise NotImplementedError
 
-    async def read(self, plane: FrontEndPlane) -> None:
-        """Read through ``plane`` and keep what was read (``show`` shows it)."""
+    def reader(self) -> Callable[[FrontEndPlane], Awaitable[None]]:
+        """What a read asked now does: read through the plane it is given, and keep what was
+        read (``show`` shows it)."""
         raise NotImplementedError
 
     def show(self) -> None:
